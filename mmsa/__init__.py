@@ -1,0 +1,11 @@
+"""mmsa: lightweight attention modules for MMDetection and MMSegmentation.
+
+``import mmsa`` registers everything in mmengine's root ``MODELS``, so
+``custom_imports = dict(imports=['mmsa'], allow_failed_imports=False)`` in any
+mm config makes mmsa's types nameable.
+"""
+from . import attention, models  # noqa: F401  (registration)
+from .attention import build_attention
+from .version import __version__
+
+__all__ = ['__version__', 'build_attention']

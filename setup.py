@@ -1,0 +1,51 @@
+"""Packaging for mmsa.
+
+``install_requires`` names only what mmsa imports itself and leaves the
+OpenMMLab pins to the extras, so ``pip install -e .`` into an existing
+mmdet/mmseg environment (e.g. a CUDA box) does not reinstall torch or mmcv.
+The fully pinned CPU stack is installed by ``tools/setup_env.sh``.
+"""
+import os.path as osp
+
+from setuptools import find_packages, setup
+
+ROOT = osp.dirname(osp.abspath(__file__))
+
+
+def read_version() -> str:
+    scope: dict = {}
+    with open(osp.join(ROOT, 'mmsa', 'version.py')) as f:
+        exec(f.read(), scope)
+    return scope['__version__']
+
+
+def read_requirements(name: str) -> list:
+    with open(osp.join(ROOT, 'requirements', name)) as f:
+        lines = (line.split('#')[0].strip() for line in f)
+        return [line for line in lines if line]
+
+
+MM_CORE = ['mmengine>=0.10.0,<1.0', 'mmcv>=2.0.0,<2.2.0']
+
+setup(
+    name='mmsa',
+    version=read_version(),
+    description='Lightweight attention modules (Shuffle Attention, SE, ECA, '
+    'CBAM, ...) for MMDetection 3.x and MMSegmentation 1.x',
+    long_description=open(osp.join(ROOT, 'README.md')).read()
+    if osp.exists(osp.join(ROOT, 'README.md')) else '',
+    long_description_content_type='text/markdown',
+    license='Apache-2.0',
+    packages=find_packages(exclude=('configs', 'tools', 'tests')),
+    python_requires='>=3.8',
+    install_requires=['torch>=1.13', 'numpy', 'mmengine>=0.10.0,<1.0'],
+    extras_require={
+        'det': MM_CORE + ['mmdet>=3.0.0,<3.4', 'pycocotools'],
+        # mmseg.models imports ftfy and regex without declaring them
+        'seg': MM_CORE + ['mmsegmentation>=1.0.0,<1.3', 'ftfy', 'regex'],
+        'tests': read_requirements('tests.txt') + ['pycocotools'],
+        'all': MM_CORE + ['mmdet>=3.0.0,<3.4', 'mmsegmentation>=1.0.0,<1.3',
+                          'ftfy', 'regex', 'pycocotools', 'matplotlib'],
+    },
+    zip_safe=False,
+)

@@ -1,0 +1,96 @@
+"""Checks shared by the attention tests.
+
+Parameters are always randomised before comparing against a reference:
+the paper inits (SA's zero weights, SGE's zero weights) make half the math
+vanish and would hide bugs.
+"""
+from typing import Callable, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+# Batch 1, non-square and odd spatial sizes.
+SHAPES: Sequence[Tuple[int, int, int, int]] = ((1, 64, 7, 7), (2, 128, 5, 9),
+                                               (3, 256, 12, 4))
+
+
+def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:
+    """Fill every parameter and norm buffer with random, non-init values."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.5)
+        for name, buf in module.named_buffers():
+            if name.endswith('running_mean'):
+                buf.copy_(torch.randn(buf.shape, generator=gen) * 0.2)
+            elif name.endswith('running_var'):
+                buf.copy_(torch.rand(buf.shape, generator=gen) + 0.5)
+    return module
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor,
+                 atol: float = 1e-5) -> None:
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    diff = (actual - expected).abs().max().item()
+    assert diff <= atol, f'max abs diff {diff:.3g} > {atol}'
+
+
+def num_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def check_gradcheck(module: nn.Module, shape: Tuple[int, ...]) -> None:
+    """gradcheck in float64 w.r.t. the input and every parameter."""
+    module = module.double()
+    named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    names = [n for n, _ in named]
+
+    def fn(inp, *params):
+        return torch.func.functional_call(module, dict(zip(names, params)),
+                                          (inp, ))
+
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    inputs = (x, ) + tuple(p.detach().clone().requires_grad_()
+                           for _, p in named)
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5)
+
+
+def check_channels_last(module: nn.Module, x: torch.Tensor) -> None:
+    """Same result for a channels_last input, up to summation order."""
+    expected = module(x)
+    out = module(x.contiguous(memory_format=torch.channels_last))
+    assert_close(out, expected,
+                 atol=1e-5 * max(1., expected.abs().max().item()))
+
+
+def check_bf16_autocast(module: nn.Module, x: torch.Tensor,
+                        rtol: float = 5e-2) -> None:
+    expected = module(x)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = module(x)
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    err = (out.float() - expected).norm() / expected.norm()
+    assert err <= rtol, f'bf16 relative error {err:.3g} > {rtol}'
+
+
+def check_compile(module: nn.Module, x: torch.Tensor) -> None:
+    """``torch.compile(fullgraph=True)`` traces the module without breaks.
+
+    ``aot_eager`` exercises dynamo + AOTAutograd without C++ codegen, which
+    keeps the test fast on CPU.
+    """
+    torch._dynamo.reset()
+    compiled = torch.compile(module, backend='aot_eager', fullgraph=True)
+    assert_close(compiled(x), module(x))
+
+
+def run_common_checks(factory: Callable[[int], nn.Module],
+                      channels: int = 64) -> None:
+    """Shape, channels_last, bf16 autocast and compile for one module."""
+    module = randomize_(factory(channels)).eval()
+    x = torch.randn(2, channels, 9, 11)
+    with torch.no_grad():
+        assert module(x).shape == x.shape
+        check_channels_last(module, x)
+        check_bf16_autocast(module, x)
+    check_compile(module, x)
