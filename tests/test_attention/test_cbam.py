@@ -1,0 +1,128 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from testing_utils import (SHAPES, assert_close, check_gradcheck, num_params,
+                           randomize_, run_common_checks)
+
+from mmsa.attention import build_attention
+from mmsa.attention.cbam import CBAM
+
+
+def official_cbam(x, fc1_w, fc1_b, fc2_w, fc2_b, conv_w, bn_mean, bn_var,
+                  bn_w, bn_b, training):
+    """``CBAM.forward`` of Jongchan/attention-module, written out."""
+    # ChannelGate: a Flatten-Linear-ReLU-Linear MLP on each pooled vector.
+    channel_att_sum = None
+    for pool_type in ('avg', 'max'):
+        size = (x.size(2), x.size(3))
+        if pool_type == 'avg':
+            pool = F.avg_pool2d(x, size, stride=size)
+        else:
+            pool = F.max_pool2d(x, size, stride=size)
+        flat = pool.view(pool.size(0), -1)
+        channel_att_raw = F.linear(F.relu(F.linear(flat, fc1_w, fc1_b)),
+                                   fc2_w, fc2_b)
+        if channel_att_sum is None:
+            channel_att_sum = channel_att_raw
+        else:
+            channel_att_sum = channel_att_sum + channel_att_raw
+    scale = torch.sigmoid(channel_att_sum).unsqueeze(2).unsqueeze(3)
+    x = x * scale.expand_as(x)
+    # SpatialGate: ChannelPool (max first) -> BasicConv(conv, BN, no ReLU).
+    x_compress = torch.cat((torch.max(x, 1)[0].unsqueeze(1),
+                            torch.mean(x, 1).unsqueeze(1)), dim=1)
+    k = conv_w.shape[-1]
+    x_out = F.conv2d(x_compress, conv_w, padding=(k - 1) // 2)
+    x_out = F.batch_norm(x_out, bn_mean.clone(), bn_var.clone(), bn_w, bn_b,
+                         training=training, momentum=0.01, eps=1e-5)
+    return x * torch.sigmoid(x_out)
+
+
+def _official_args(cbam):
+    return (cbam.channel_fc1.weight, cbam.channel_fc1.bias,
+            cbam.channel_fc2.weight, cbam.channel_fc2.bias,
+            cbam.spatial_conv.weight, cbam.spatial_bn.running_mean,
+            cbam.spatial_bn.running_var, cbam.spatial_bn.weight,
+            cbam.spatial_bn.bias)
+
+
+@pytest.mark.parametrize('shape', SHAPES)
+@pytest.mark.parametrize('reduction,kernel_size', [(16, 7), (4, 3)])
+def test_cbam_matches_official_forward_eval(shape, reduction, kernel_size):
+    cbam = randomize_(CBAM(shape[1], reduction, kernel_size)).eval()
+    x = torch.randn(shape)
+    expected = official_cbam(x, *_official_args(cbam), training=False)
+    with torch.no_grad():
+        assert_close(cbam(x), expected)
+
+
+@pytest.mark.parametrize('shape', [s for s in SHAPES if s[0] >= 2])
+def test_cbam_matches_official_forward_train(shape):
+    cbam = randomize_(CBAM(shape[1], reduction=8)).train()
+    x = torch.randn(shape)
+    expected = official_cbam(x, *_official_args(cbam), training=True)
+    assert_close(cbam(x), expected)
+
+
+def test_cbam_bn_is_official():
+    bn = CBAM(64).spatial_bn
+    assert bn.num_features == 1 and bn.momentum == 0.01 and bn.eps == 1e-5
+    assert CBAM(64).spatial_conv.bias is None
+    # One training step moves the running mean 1% towards the batch mean.
+    cbam = randomize_(CBAM(64)).train()
+    conv_out = []
+    cbam.spatial_conv.register_forward_hook(
+        lambda mod, inp, out: conv_out.append(out))
+    old = cbam.spatial_bn.running_mean.clone()
+    with torch.no_grad():
+        cbam(torch.randn(2, 64, 5, 6))
+    expected = 0.99 * old + 0.01 * conv_out[0].mean()
+    assert torch.allclose(cbam.spatial_bn.running_mean, expected, atol=1e-6)
+
+
+def test_cbam_parameter_count():
+    for c, k in ((256, 7), (512, 3), (64, 5)):
+        h = c // 16
+        assert num_params(CBAM(c, kernel_size=k)) == \
+            2 * c * h + h + c + 2 * k**2 + 2
+    assert num_params(CBAM(256)) == 8_564
+    # ResNet-50: 3, 4, 6, 3 bottlenecks with 256..2048 output channels.
+    total = sum(n * num_params(CBAM(c))
+                for n, c in zip((3, 4, 6, 3), (256, 512, 1024, 2048)))
+    assert total == 2_532_592  # + ResNet-50 25,557,032 = 28.09M (paper)
+
+
+def test_cbam_gradcheck_float64_eval():
+    check_gradcheck(randomize_(CBAM(8, reduction=2)).eval(), (2, 8, 5, 6))
+
+
+def test_cbam_gradcheck_float64_train():
+    check_gradcheck(randomize_(CBAM(8, reduction=2, kernel_size=3)).train(),
+                    (2, 8, 5, 6))
+
+
+def test_cbam_channels_last_autocast_compile():
+    run_common_checks(lambda c: CBAM(c, reduction=8))
+
+
+def test_cbam_rejects_reduction_larger_than_channels():
+    with pytest.raises(ValueError, match=r'CBAM\(in_channels=8, '
+                       r'reduction=16, kernel_size=7\): reduction must not '
+                       r'exceed in_channels.*try reduction=8'):
+        CBAM(8)
+
+
+@pytest.mark.parametrize('k', [6, 0, -3])
+def test_cbam_rejects_bad_kernel_size(k):
+    with pytest.raises(ValueError, match=rf'CBAM\(kernel_size={k}, '
+                       r'in_channels=64, reduction=16\): kernel_size must be '
+                       r'a positive odd int.*try kernel_size='):
+        CBAM(64, kernel_size=k)
+
+
+def test_cbam_built_by_name_and_dict():
+    assert isinstance(build_attention('CBAM', 64), CBAM)
+    cbam = build_attention(dict(type='CBAM', reduction=8, kernel_size=3), 64)
+    assert isinstance(cbam, CBAM) and cbam._abbr_ == 'cbam'
+    assert cbam.hidden_channels == 8
+    assert cbam.spatial_conv.kernel_size == (3, 3)

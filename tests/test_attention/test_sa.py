@@ -1,0 +1,99 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from testing_utils import (SHAPES, assert_close, check_gradcheck, num_params,
+                           randomize_, run_common_checks)
+
+from mmsa.attention import ShuffleAttention, build_attention, channel_shuffle
+
+
+def official_sa(x, groups, cweight, cbias, sweight, sbias, gn_weight,
+                gn_bias):
+    """``sa_layer.forward`` of wofmanaf/SA-Net, written out."""
+    b, c, h, w = x.shape
+    x = x.reshape(b * groups, -1, h, w)
+    x_0, x_1 = x.chunk(2, dim=1)
+    xn = F.adaptive_avg_pool2d(x_0, 1)
+    xn = cweight * xn + cbias
+    xn = x_0 * torch.sigmoid(xn)
+    xs = F.group_norm(x_1, x_1.shape[1], gn_weight, gn_bias, eps=1e-5)
+    xs = sweight * xs + sbias
+    xs = x_1 * torch.sigmoid(xs)
+    out = torch.cat([xn, xs], dim=1).reshape(b, -1, h, w)
+    out = out.reshape(b, 2, -1, h, w).permute(0, 2, 1, 3, 4)
+    return out.reshape(b, -1, h, w)
+
+
+@pytest.mark.parametrize('shape', SHAPES)
+@pytest.mark.parametrize('groups', [64, 16, 4])
+def test_sa_matches_official_forward(shape, groups):
+    n, c, h, w = shape
+    c = max(c, 2 * groups)
+    sa = randomize_(ShuffleAttention(c, groups=groups), seed=groups)
+    x = torch.randn(n, c, h, w)
+    expected = official_sa(x, groups, sa.cweight, sa.cbias, sa.sweight,
+                           sa.sbias, sa.gn.weight, sa.gn.bias)
+    assert_close(sa(x), expected)
+
+
+def test_channel_shuffle_index_map():
+    c = 8
+    x = torch.arange(c, dtype=torch.float32).reshape(1, c, 1, 1)
+    out = channel_shuffle(x, 2).flatten().tolist()
+    # input channel g*C/2 + i lands at output channel 2i + g
+    for g in range(2):
+        for i in range(c // 2):
+            assert out[2 * i + g] == g * c // 2 + i
+
+
+def test_sa_init_is_official():
+    sa = ShuffleAttention(256)
+    k = 256 // 128
+    for name, value in [('cweight', 0), ('cbias', 1), ('sweight', 0),
+                        ('sbias', 1)]:
+        p = getattr(sa, name)
+        assert p.shape == (1, k, 1, 1)
+        assert torch.all(p == value)
+    assert torch.all(sa.gn.weight == 1) and torch.all(sa.gn.bias == 0)
+    assert sa.gn.num_groups == sa.gn.num_channels == k
+
+
+def test_sa_parameter_names_follow_official_code():
+    names = {n for n, _ in ShuffleAttention(256).named_parameters()}
+    assert names == {'cweight', 'cbias', 'sweight', 'sbias', 'gn.weight',
+                     'gn.bias'}
+
+
+def test_sa_parameter_count_is_3c_over_g():
+    for c in (256, 512, 1024, 2048):
+        assert num_params(ShuffleAttention(c, groups=64)) == 3 * c // 64
+    # ResNet-50: 3, 4, 6, 3 bottlenecks with 256..2048 output channels.
+    total = sum(n * num_params(ShuffleAttention(c, groups=64))
+                for n, c in zip((3, 4, 6, 3), (256, 512, 1024, 2048)))
+    assert total == 708
+
+
+def test_sa_gradcheck_float64():
+    check_gradcheck(randomize_(ShuffleAttention(8, groups=2)), (2, 8, 4, 5))
+
+
+def test_sa_channels_last_autocast_compile():
+    run_common_checks(lambda c: ShuffleAttention(c, groups=8))
+
+
+@pytest.mark.parametrize('channels,groups,message', [
+    (96, 64, r'SA\(in_channels=96, groups=64\): in_channels must be '
+     r'divisible by 2\*groups=128; try groups=16 or 48'),
+    (30, 4, r'SA\(in_channels=30, groups=4\).*try groups=3 or 5'),
+    (64, 0, r'groups must be a positive int, got 0'),
+    (63, 1, r'in_channels must be a multiple of 2'),
+])
+def test_sa_rejects_bad_groups(channels, groups, message):
+    with pytest.raises(ValueError, match=message):
+        ShuffleAttention(channels, groups=groups)
+
+
+def test_sa_built_by_name_and_dict():
+    assert isinstance(build_attention('SA', 256), ShuffleAttention)
+    sa = build_attention(dict(type='SA', groups=32), 256)
+    assert sa.groups == 32 and sa._abbr_ == 'sa'

@@ -1,0 +1,70 @@
+import pytest
+import torch
+from testing_utils import (SHAPES, assert_close, check_gradcheck, num_params,
+                           randomize_, run_common_checks)
+
+from mmsa.attention import SqueezeExcitation, build_attention
+
+
+def official_se(x, w1, b1, w2, b2):
+    """SE block as in the paper (Linear-ReLU-Linear-Sigmoid on GAP)."""
+    b, c = x.shape[:2]
+    y = x.mean(dim=(2, 3))
+    y = torch.relu(y @ w1.t() + b1)
+    y = torch.sigmoid(y @ w2.t() + b2)
+    return x * y.view(b, c, 1, 1)
+
+
+def _linear(conv):
+    return conv.weight.flatten(1), conv.bias
+
+
+@pytest.mark.parametrize('shape', SHAPES)
+@pytest.mark.parametrize('reduction', [16, 4])
+def test_se_matches_official_forward(shape, reduction):
+    se = randomize_(SqueezeExcitation(shape[1], reduction=reduction))
+    x = torch.randn(shape)
+    assert_close(se(x), official_se(x, *_linear(se.fc1), *_linear(se.fc2)))
+
+
+def test_se_parameter_count_resnet50():
+    per_block = [num_params(SqueezeExcitation(c))
+                 for c in (256, 512, 1024, 2048)]
+    c, h = 256, 16
+    assert per_block[0] == 2 * c * h + h + c
+    total = sum(n * p for n, p in zip((3, 4, 6, 3), per_block))
+    assert total == 2_530_992  # SE-ResNet-50 28,088,024 - ResNet-50 25,557,032
+
+
+def test_se_divisor_rounds_hidden_width():
+    assert SqueezeExcitation(64, reduction=16).hidden_channels == 4
+    assert SqueezeExcitation(64, reduction=16, divisor=8).hidden_channels == 8
+    assert SqueezeExcitation(200, reduction=16,
+                             divisor=8).hidden_channels == 16
+
+
+def test_se_gradcheck_float64():
+    check_gradcheck(randomize_(SqueezeExcitation(8, reduction=2)),
+                    (2, 8, 3, 4))
+
+
+def test_se_channels_last_autocast_compile():
+    run_common_checks(lambda c: SqueezeExcitation(c, reduction=8))
+
+
+def test_se_rejects_reduction_larger_than_channels():
+    with pytest.raises(ValueError, match=r'SE\(in_channels=8, reduction=16\)'
+                       r': reduction must not exceed in_channels.*'
+                       r'try reduction=8'):
+        SqueezeExcitation(8)
+
+
+def test_se_rejects_bad_divisor():
+    with pytest.raises(ValueError, match=r'SE\(.*divisor=0\): divisor must '
+                       r'be a positive int'):
+        SqueezeExcitation(64, divisor=0)
+
+
+def test_se_built_by_name():
+    se = build_attention(dict(type='SE', reduction=8), 64)
+    assert isinstance(se, SqueezeExcitation) and se.hidden_channels == 8
