@@ -1,0 +1,7 @@
+_base_ = './faster-rcnn_r50-eca_fpn_1x_coco.py'
+
+model = dict(
+    backbone=dict(
+        depth=101,
+        init_cfg=dict(type='Pretrained',
+                      checkpoint='torchvision://resnet101')))

@@ -1,0 +1,275 @@
+"""Attention for ResNet blocks and stages, shared by the mmdet and mmseg
+backbones.
+
+mmdet's and mmseg's ResNets have the same block layout (``conv1..3``,
+``norm1..3``, ``relu``, ``downsample``, ``with_cp``) and the same stem, so the
+forwards below are written once and mixed into subclasses of each
+framework's blocks and backbone (``det_resnet.py``, ``seg_resnet.py``).
+"""
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.utils.checkpoint as cp
+
+from ...attention import build_attention
+
+POSITIONS = ('after_conv1', 'after_conv2', 'after_conv3')
+BLOCK_CHOICES = ('all', 'last')
+
+AttentionCfg = Optional[Union[str, dict, Sequence[Optional[dict]]]]
+
+
+def attention_name(module: nn.Module, taken) -> str:
+    """Attribute name from ``_abbr_`` (``sa``, ``eca``...): the official
+    checkpoints' key, e.g. ``layer1.0.sa.cweight``; numbered when reused."""
+    base = getattr(module, '_abbr_', type(module).__name__.lower())
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f'{base}{n}'
+    return name
+
+
+class AttentionBlockMixin:
+    """Runs stock plugins, then mmsa attentions, at each block position.
+
+    Unlike mmseg 1.2.2's ``forward_plugin`` every module at a position gets
+    the previous one's output, so several attentions at one position all
+    take effect.
+    """
+
+    def add_attention(self, cfg: Union[str, dict], position: str) -> str:
+        channels = self._position_channels(position)
+        if not hasattr(self, 'attention_names'):
+            self.attention_names: Dict[str, List[str]] = {
+                p: []
+                for p in POSITIONS
+            }
+        module = build_attention(cfg, channels)
+        name = attention_name(module, dict(self.named_children()))
+        self.add_module(name, module)
+        self.attention_names[position].append(name)
+        return name
+
+    def _position_channels(self, position: str) -> int:
+        raise NotImplementedError
+
+    def _after(self, position: str, out: torch.Tensor) -> torch.Tensor:
+        if getattr(self, 'with_plugins', False):
+            for name in getattr(self, f'{position}_plugin_names'):
+                out = getattr(self, name)(out)
+        for name in getattr(self, 'attention_names', {}).get(position, ()):
+            out = getattr(self, name)(out)
+        return out
+
+    def _checkpointed(self, inner, x: torch.Tensor) -> torch.Tensor:
+        if self.with_cp and x.requires_grad:
+            out = cp.checkpoint(inner, x, use_reentrant=False)
+        else:
+            out = inner(x)
+        return self.relu(out)
+
+
+class AttentionBottleneckMixin(AttentionBlockMixin):
+    """Bottleneck forward with attention after conv1/conv2/conv3(+norm)."""
+
+    def _position_channels(self, position: str) -> int:
+        conv = {'after_conv1': self.conv1, 'after_conv2': self.conv2,
+                'after_conv3': self.conv3}[position]
+        return conv.out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+
+        def inner(x):
+            identity = x
+            out = self.relu(self.norm1(self.conv1(x)))
+            out = self._after('after_conv1', out)
+            out = self.relu(self.norm2(self.conv2(out)))
+            out = self._after('after_conv2', out)
+            out = self.norm3(self.conv3(out))
+            out = self._after('after_conv3', out)
+            if self.downsample is not None:
+                identity = self.downsample(x)
+            out += identity
+            return out
+
+        return self._checkpointed(inner, x)
+
+
+class AttentionBasicBlockMixin(AttentionBlockMixin):
+    """BasicBlock forward with attention (stock mmdet/mmseg refuse plugins
+    here). A BasicBlock has two convs: ``after_conv3`` (the default, "after
+    the last norm, before the residual add") means the same place as
+    ``after_conv2``."""
+
+    def _position_channels(self, position: str) -> int:
+        conv = self.conv1 if position == 'after_conv1' else self.conv2
+        return conv.out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+
+        def inner(x):
+            identity = x
+            out = self.relu(self.norm1(self.conv1(x)))
+            out = self._after('after_conv1', out)
+            out = self.norm2(self.conv2(out))
+            out = self._after('after_conv2', out)
+            out = self._after('after_conv3', out)
+            if self.downsample is not None:
+                identity = self.downsample(x)
+            out += identity
+            return out
+
+        return self._checkpointed(inner, x)
+
+
+def per_stage(value, num_stages: int, what: str) -> list:
+    """Expand a single value to one per stage, or check a per-stage list."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != num_stages:
+            raise ValueError(
+                f'{what} has {len(value)} entries but the backbone has '
+                f'num_stages={num_stages}; give one per stage or a single '
+                f'value for all')
+        return list(value)
+    return [value] * num_stages
+
+
+class AttentionResNetMixin:
+    """Adds block-level and stage-level attention to a ResNet backbone.
+
+    Args (keyword, in addition to the framework ResNet's):
+        attention (str | dict | list, optional): Block attention, e.g.
+            ``dict(type='SA', groups=64)``; a list gives one config (or None)
+            per stage. None: the plain ResNet, bit-identical to the
+            framework's with the same seed. Defaults to None.
+        attention_stages (Sequence[bool]): Stages whose blocks get the
+            attention. Defaults to all.
+        attention_position (str): ``'after_conv1'``, ``'after_conv2'`` or
+            ``'after_conv3'`` (after the last norm, before the residual add,
+            as in SE/ECA/SA). Defaults to ``'after_conv3'``.
+        attention_blocks (str | Sequence[str]): ``'all'`` blocks of a stage
+            or only its ``'last'`` (the SA author's advice for speed); one
+            value or one per stage. Defaults to ``'all'``.
+        stage_attention (str | dict | list, optional): Stage-level attention
+            applied to a stage's output before the next stage (BAM sits
+            after layer1..3). Defaults to None.
+        stage_attention_stages (Sequence[bool]): Stages after which the
+            stage attention runs. Defaults to all but the last.
+    """
+
+    def _init_attention(self, attention: AttentionCfg,
+                        attention_stages: Optional[Sequence[bool]],
+                        attention_position: str,
+                        attention_blocks: Union[str, Sequence[str]],
+                        stage_attention: AttentionCfg,
+                        stage_attention_stages: Optional[Sequence[bool]],
+                        ) -> None:
+        n = self.num_stages
+        if attention_position not in POSITIONS:
+            raise ValueError(
+                f'attention_position={attention_position!r} is unknown; '
+                f'choose one of {list(POSITIONS)} (after_conv3 = after the '
+                f'last norm, before the residual add)')
+        blocks = per_stage(attention_blocks, n, 'attention_blocks')
+        for b in blocks:
+            if b not in BLOCK_CHOICES:
+                raise ValueError(f'attention_blocks={attention_blocks!r}: '
+                                 f'each entry must be one of '
+                                 f'{list(BLOCK_CHOICES)}')
+        cfgs = self._stage_cfgs(attention, attention_stages, n, 'attention',
+                                default=[True] * n)
+        stage_cfgs = self._stage_cfgs(
+            stage_attention, stage_attention_stages, n, 'stage_attention',
+            default=[True] * (n - 1) + [False])
+        self.attention_position = attention_position
+        for i, layer_name in enumerate(self.res_layers):
+            layer = getattr(self, layer_name)
+            if cfgs[i] is not None:
+                chosen = list(layer) if blocks[i] == 'all' else [layer[-1]]
+                for block in chosen:
+                    block.add_attention(cfgs[i], attention_position)
+        self.stage_attention_names: List[Optional[str]] = []
+        for i, cfg in enumerate(stage_cfgs):
+            name = None
+            if cfg is not None:
+                module = build_attention(cfg, self._stage_out_channels(i))
+                name = f'{attention_name(module, ())}{i + 1}'
+                self.add_module(name, module)
+            self.stage_attention_names.append(name)
+        # The framework froze stages before the attention modules existed.
+        self._freeze_stages()
+
+    @staticmethod
+    def _stage_cfgs(cfg: AttentionCfg, stages: Optional[Sequence[bool]],
+                    n: int, what: str, default: List[bool]) -> list:
+        if cfg is None:
+            return [None] * n
+        cfgs = per_stage(cfg, n, what)
+        stages = default if stages is None else list(stages)
+        if len(stages) != n:
+            raise ValueError(f'{what}_stages has {len(stages)} entries but '
+                             f'the backbone has num_stages={n}')
+        return [c if on else None for c, on in zip(cfgs, stages)]
+
+    def _stage_out_channels(self, i: int) -> int:
+        return self.base_channels * 2**i * self.block.expansion
+
+    def _restore_zero_init_residual(self, init_cfg, pretrained) -> None:
+        """The frameworks set a block init_cfg only if ``block is
+        BasicBlock/Bottleneck`` (their own classes); redo it for ours."""
+        if not (self.zero_init_residual and init_cfg is None
+                and pretrained is None):
+            return
+        last_norm = 'norm3' if self.block.expansion == 4 else 'norm2'
+        for layer_name in self.res_layers:
+            for block in getattr(self, layer_name):
+                block.init_cfg = dict(
+                    type='Constant', val=0, override=dict(name=last_norm))
+
+    def _freeze_stages(self) -> None:
+        super()._freeze_stages()
+        for i, name in enumerate(getattr(self, 'stage_attention_names', ())):
+            if name is not None and i < self.frozen_stages:
+                module = getattr(self, name)
+                module.eval()
+                for param in module.parameters():
+                    param.requires_grad = False
+
+    def train(self, mode: bool = True):
+        """As the framework's (frozen stages, ``norm_eval``), but returns
+        ``self`` like ``nn.Module.train`` so ``model.eval()`` chains."""
+        super().train(mode)
+        return self
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        if self.deep_stem:
+            x = self.stem(x)
+        else:
+            x = self.relu(self.norm1(self.conv1(x)))
+        x = self.maxpool(x)
+        outs = []
+        for i, layer_name in enumerate(self.res_layers):
+            x = getattr(self, layer_name)(x)
+            name = self.stage_attention_names[i]
+            if name is not None:
+                x = getattr(self, name)(x)
+            if i in self.out_indices:
+                outs.append(x)
+        return tuple(outs)
+
+    def attention_summary(self) -> Dict[str, int]:
+        """Count of attention modules per type, e.g. ``{'sa': 16}``."""
+        counts: Dict[str, int] = {}
+        for layer_name in self.res_layers:
+            for block in getattr(self, layer_name):
+                for names in getattr(block, 'attention_names', {}).values():
+                    for name in names:
+                        key = type(getattr(block, name)).__name__
+                        counts[key] = counts.get(key, 0) + 1
+        for name in self.stage_attention_names:
+            if name is not None:
+                key = type(getattr(self, name)).__name__
+                counts[key] = counts.get(key, 0) + 1
+        return counts

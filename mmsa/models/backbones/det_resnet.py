@@ -1,0 +1,67 @@
+"""Attention ResNet for MMDetection."""
+from typing import Optional, Sequence, Union
+
+from mmdet.models.backbones.resnet import BasicBlock, Bottleneck, ResNet
+
+from ...registry import MODELS
+from .attention_resnet import (AttentionBasicBlockMixin,
+                               AttentionBottleneckMixin, AttentionCfg,
+                               AttentionResNetMixin)
+
+
+class AttnBasicBlock(AttentionBasicBlockMixin, BasicBlock):
+    """mmdet ``BasicBlock`` that accepts mmsa attention."""
+
+
+class AttnBottleneck(AttentionBottleneckMixin, Bottleneck):
+    """mmdet ``Bottleneck`` that runs plugins, then mmsa attention."""
+
+
+@MODELS.register_module()
+class AttnResNet(AttentionResNetMixin, ResNet):
+    """mmdet ``ResNet`` whose attention is one config key.
+
+    Every argument of :class:`mmdet.models.backbones.ResNet` keeps its
+    meaning (depth 18-152, ``frozen_stages`` - attention inside frozen
+    stages is frozen too - ``norm_eval``, ``dcn``, ``plugins``,
+    ``out_indices``, ``init_cfg``, ``with_cp``; ``deep_stem`` +
+    ``avg_down`` give ResNetV1d). Unlike stock mmdet, BasicBlock
+    (ResNet-18/34) takes attention too.
+
+    Example:
+        >>> backbone = AttnResNet(depth=50,
+        ...                       attention=dict(type='SA', groups=64))
+
+    Args:
+        attention, attention_stages, attention_position, attention_blocks,
+        stage_attention, stage_attention_stages: see
+            :class:`~mmsa.models.backbones.attention_resnet.AttentionResNetMixin`.
+        **kwargs: Arguments of mmdet's ``ResNet``.
+    """
+
+    arch_settings = {
+        18: (AttnBasicBlock, (2, 2, 2, 2)),
+        34: (AttnBasicBlock, (3, 4, 6, 3)),
+        50: (AttnBottleneck, (3, 4, 6, 3)),
+        101: (AttnBottleneck, (3, 4, 23, 3)),
+        152: (AttnBottleneck, (3, 8, 36, 3))
+    }
+
+    def __init__(self,
+                 depth: int,
+                 attention: AttentionCfg = None,
+                 attention_stages: Optional[Sequence[bool]] = None,
+                 attention_position: str = 'after_conv3',
+                 attention_blocks: Union[str, Sequence[str]] = 'all',
+                 stage_attention: AttentionCfg = None,
+                 stage_attention_stages: Optional[Sequence[bool]] = None,
+                 **kwargs) -> None:
+        if depth not in self.arch_settings:
+            raise KeyError(f'AttnResNet: invalid depth {depth}; choose one of '
+                           f'{sorted(self.arch_settings)}')
+        super().__init__(depth=depth, **kwargs)
+        self._restore_zero_init_residual(kwargs.get('init_cfg'),
+                                         kwargs.get('pretrained'))
+        self._init_attention(attention, attention_stages, attention_position,
+                             attention_blocks, stage_attention,
+                             stage_attention_stages)

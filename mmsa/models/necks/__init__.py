@@ -1,0 +1,3 @@
+from .attention_neck import AttnNeck
+
+__all__ = ['AttnNeck']

@@ -1,0 +1,122 @@
+"""Neck hook: an attention on each output level of any neck."""
+import inspect
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from mmengine.logging import MMLogger
+from mmengine.model import BaseModule
+
+from ...attention import build_attention
+from ...attention.builder import get_attention_class
+from ...registry import MODELS, build_model
+
+AttentionCfg = Union[str, dict]
+
+
+@MODELS.register_module()
+class AttnNeck(BaseModule):
+    """Wrap a neck so that an attention runs on each of its output levels.
+
+    Detection: ``neck=dict(type='AttnNeck', neck=dict(type='FPN', ...),
+    attention=dict(type='SA', groups=64))``. Segmentation (UperNet has no
+    neck): ``neck=dict(type='AttnNeck', neck=None, in_channels=[256, 512,
+    1024, 2048], attention=...)`` gates the decode head's inputs.
+
+    Args:
+        neck (dict, optional): The wrapped neck's config; None passes the
+            backbone features through. Defaults to None.
+        attention (str | dict | list): One attention config for all levels,
+            or one per level (None to skip a level).
+        in_channels (Sequence[int], optional): Channels per level when
+            ``neck`` is None. Defaults to None.
+        out_channels (int | Sequence[int], optional): Channels of the
+            neck's outputs, if it has no ``out_channels``/``num_outs``
+            attributes (FPN has). Defaults to None.
+        adapt_groups (bool): When a level's channels are not divisible for
+            the requested ``groups`` (SA, SGE, ULSAM), use the largest valid
+            ``groups`` below it and log the choice, instead of failing.
+            Defaults to True.
+        init_cfg (dict, optional): mmengine initialisation config.
+            Defaults to None.
+    """
+
+    def __init__(self,
+                 attention: Union[AttentionCfg, Sequence[Optional[dict]]],
+                 neck: Optional[dict] = None,
+                 in_channels: Optional[Sequence[int]] = None,
+                 out_channels: Optional[Union[int, Sequence[int]]] = None,
+                 adapt_groups: bool = True,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.neck = build_model(neck) if neck is not None else None
+        channels = self._level_channels(in_channels, out_channels)
+        if isinstance(attention, (list, tuple)):
+            if len(attention) != len(channels):
+                raise ValueError(
+                    f'AttnNeck: {len(attention)} attention configs for '
+                    f'{len(channels)} levels {channels}; give one per level '
+                    f'or a single dict')
+            cfgs = list(attention)
+        else:
+            cfgs = [attention] * len(channels)
+        self.attentions = nn.ModuleList(
+            nn.Identity() if cfg is None else self._build(cfg, c, level,
+                                                          adapt_groups)
+            for level, (cfg, c) in enumerate(zip(cfgs, channels)))
+
+    def _level_channels(self, in_channels, out_channels) -> List[int]:
+        if out_channels is not None:
+            if isinstance(out_channels, int):
+                num = getattr(self.neck, 'num_outs', None)
+                if num is None:
+                    raise ValueError(
+                        'AttnNeck: out_channels is an int but the neck has '
+                        'no num_outs; give out_channels as a list per level')
+                return [out_channels] * num
+            return list(out_channels)
+        if self.neck is None:
+            if in_channels is None:
+                raise ValueError(
+                    'AttnNeck(neck=None) needs in_channels, the channels of '
+                    'each backbone level, e.g. [256, 512, 1024, 2048]')
+            return list(in_channels)
+        c = getattr(self.neck, 'out_channels', None)
+        n = getattr(self.neck, 'num_outs', None)
+        if isinstance(c, int) and isinstance(n, int):
+            return [c] * n
+        raise ValueError(
+            f'AttnNeck: cannot infer the output channels of '
+            f'{type(self.neck).__name__}; pass out_channels=[...] per level')
+
+    @staticmethod
+    def _build(cfg: AttentionCfg, channels: int, level: int,
+               adapt_groups: bool) -> nn.Module:
+        try:
+            return build_attention(cfg, channels)
+        except ValueError:
+            cfg = dict(type=cfg) if isinstance(cfg, str) else dict(cfg)
+            cls = get_attention_class(cfg['type'])
+            params = inspect.signature(cls).parameters
+            if not adapt_groups or 'groups' not in params:
+                raise
+            wanted = cfg.get('groups', params['groups'].default)
+            for groups in range(wanted - 1, 0, -1):
+                try:
+                    module = build_attention(cfg, channels, groups=groups)
+                except ValueError:
+                    continue
+                MMLogger.get_current_instance().info(
+                    f'AttnNeck level {level}: {cfg["type"]} with '
+                    f'{channels} channels uses groups={groups} (asked '
+                    f'{wanted}, which does not divide the channels)')
+                return module
+            raise
+
+    def forward(self, inputs: Sequence[torch.Tensor]) -> Tuple[torch.Tensor]:
+        outs = self.neck(inputs) if self.neck is not None else inputs
+        if len(outs) != len(self.attentions):
+            raise ValueError(
+                f'AttnNeck: got {len(outs)} levels, built attention for '
+                f'{len(self.attentions)}; check in_channels/out_channels')
+        return tuple(att(x) for att, x in zip(self.attentions, outs))

@@ -1,0 +1,274 @@
+"""Attention ResNets for mmdet and mmseg against the frameworks' own."""
+import pytest
+import torch
+from testing_utils import num_params, randomize_
+
+pytest.importorskip('mmdet')
+pytest.importorskip('mmseg')
+
+from mmdet.models.backbones import ResNet as DetResNet  # noqa: E402
+from mmseg.models.backbones import ResNetV1c as SegResNetV1c  # noqa: E402
+
+from mmsa.attention import (BAM, CBAM, EfficientChannelAttention,  # noqa
+                            ShuffleAttention, SqueezeExcitation)
+from mmsa.models.backbones.det_resnet import AttnResNet  # noqa: E402
+from mmsa.models.backbones.seg_resnet import AttnResNetV1c  # noqa: E402
+
+R50_CHANNELS = (256, 512, 1024, 2048)
+
+
+def _same_init(cls_a, cls_b, **kwargs):
+    torch.manual_seed(0)
+    a = cls_a(**kwargs)
+    a.init_weights()
+    torch.manual_seed(0)
+    b = cls_b(**kwargs)
+    b.init_weights()
+    return a, b
+
+
+@pytest.mark.parametrize('ours,theirs,depth', [
+    (AttnResNet, DetResNet, 50),
+    (AttnResNet, DetResNet, 18),
+    (AttnResNetV1c, SegResNetV1c, 50),
+])
+def test_attention_none_is_bit_identical_to_framework_resnet(
+        ours, theirs, depth):
+    a, b = _same_init(ours, theirs, depth=depth)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    # zero_init_residual survived our block classes
+    last = 'norm3' if depth >= 50 else 'norm2'
+    assert torch.all(getattr(a.layer1[0], last).weight == 0)
+    x = torch.randn(2, 3, 64, 80)
+    for mode in (True, False):
+        a.train(mode)
+        b.train(mode)
+        for fa, fb in zip(a(x), b(x)):
+            assert torch.equal(fa, fb)
+
+
+@pytest.mark.parametrize('depth,expansion', [(18, 1), (34, 1), (50, 4),
+                                             (101, 4), (152, 4)])
+def test_outputs_and_strides_for_each_depth(depth, expansion):
+    attention = dict(type='SE', reduction=16)
+    model = AttnResNet(depth=depth, attention=attention).eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        outs = model(x)
+    assert len(outs) == 4
+    for i, out in enumerate(outs):
+        stride = 4 * 2**i
+        assert out.shape == (1, 64 * 2**i * expansion, 64 // stride,
+                             96 // stride)
+    blocks = {18: 8, 34: 16, 50: 16, 101: 33, 152: 50}[depth]
+    assert model.attention_summary() == {'SqueezeExcitation': blocks}
+
+
+@pytest.mark.parametrize('attention,extra', [
+    (dict(type='SA'), 708),
+    (dict(type='SE'), 2_530_992),
+    ([dict(type='ECA', kernel_size=k) for k in (3, 5, 5, 7)], 80),
+])
+def test_resnet50_parameter_overhead_equals_official(attention, extra):
+    plain = num_params(DetResNet(depth=50))
+    assert num_params(AttnResNet(depth=50, attention=attention)) - plain == \
+        extra
+
+
+def test_stock_mmdet_resnet_takes_sa_as_plugin():
+    model = DetResNet(
+        depth=50,
+        plugins=[dict(cfg=dict(type='SA'), stages=(True, ) * 4,
+                      position='after_conv3')])
+    model.eval()  # mmdet's train() returns None
+    assert isinstance(model.layer1[0].sa, ShuffleAttention)
+    assert num_params(model) - num_params(DetResNet(depth=50)) == 708
+    outs = model(torch.randn(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == list(R50_CHANNELS)
+
+
+def test_attention_is_after_last_norm_before_residual_add():
+    model = AttnResNet(depth=50, attention=dict(type='SA', groups=8)).eval()
+    randomize_(model)
+    block = model.layer2[0]
+    seen = {}
+    # clone: the block adds the identity in place, as mmdet's does
+    block.norm3.register_forward_hook(
+        lambda m, i, o: seen.update(n3=o.clone()))
+    block.sa.register_forward_hook(
+        lambda m, i, o: seen.update(sa_in=i[0].clone(), sa_out=o.clone()))
+    x = torch.randn(1, 256, 16, 16)
+    with torch.no_grad():
+        out = block(x)
+        expected = torch.relu(seen['sa_out'] + block.downsample(x))
+    assert torch.equal(seen['sa_in'], seen['n3'])
+    assert torch.allclose(out, expected)
+
+
+def test_official_checkpoint_key_names():
+    keys = AttnResNet(depth=50, attention=dict(type='SA')).state_dict()
+    assert 'layer1.0.sa.cweight' in keys and 'layer4.2.sa.gn.bias' in keys
+    eca = AttnResNet(depth=50, attention=dict(type='ECA', kernel_size=3))
+    assert 'layer3.5.eca.conv.weight' in eca.state_dict()
+
+
+@pytest.mark.parametrize('cls', [AttnResNet, AttnResNetV1c])
+def test_two_attentions_at_one_position_both_run(cls):
+    """mmseg 1.2.2's forward_plugin feeds every plugin the block's x, so
+    only the last one takes effect; each must get its predecessor's output."""
+    model = cls(
+        depth=50,
+        attention=dict(type='SE', reduction=16),
+        plugins=[dict(cfg=dict(type='ECA'), position='after_conv3')])
+    block = randomize_(model).eval().layer1[0]
+    seen = {}
+    block.eca.register_forward_hook(lambda m, i, o: seen.update(eca=o))
+    block.se.register_forward_hook(lambda m, i, o: seen.update(se_in=i[0]))
+    with torch.no_grad():
+        block(torch.randn(1, 64, 8, 8))
+    assert torch.equal(seen['se_in'], seen['eca'])
+
+
+def test_attention_blocks_last_and_stage_mask():
+    model = AttnResNet(depth=50, attention=dict(type='SA'),
+                       attention_blocks='last',
+                       attention_stages=(False, True, True, True))
+    assert model.attention_summary() == {'ShuffleAttention': 3}
+    assert not hasattr(model.layer1[2], 'sa')
+    assert hasattr(model.layer2[3], 'sa') and not hasattr(model.layer2[2],
+                                                          'sa')
+
+
+def test_per_stage_attention_configs():
+    model = AttnResNet(
+        depth=50,
+        attention=[dict(type='ECA', kernel_size=k) for k in (3, 5, 5, 7)])
+    ks = [getattr(model, f'layer{i + 1}')[0].eca.kernel_size
+          for i in range(4)]
+    assert ks == [3, 5, 5, 7]
+
+
+@pytest.mark.parametrize('position,channels', [('after_conv1', 64),
+                                               ('after_conv2', 64),
+                                               ('after_conv3', 256)])
+def test_attention_positions(position, channels):
+    model = AttnResNet(depth=50, attention=dict(type='SE'),
+                       attention_position=position)
+    assert model.layer1[0].se.in_channels == channels
+    model.eval()(torch.randn(1, 3, 32, 32))
+
+
+def test_basicblock_takes_attention():
+    model = randomize_(AttnResNet(depth=18, attention=dict(type='ECA')))
+    assert isinstance(model.layer3[1].eca, EfficientChannelAttention)
+    assert model.attention_summary() == {'EfficientChannelAttention': 8}
+    outs = model.eval()(torch.randn(2, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == [64, 128, 256, 512]
+
+
+def test_frozen_stages_freeze_their_attention_too():
+    model = AttnResNet(depth=50, frozen_stages=2, attention=dict(type='CBAM'),
+                       stage_attention=dict(type='BAM'))
+    model.train()
+    for name, p in model.named_parameters():
+        frozen = name.startswith(('conv1', 'bn1', 'layer1', 'layer2',
+                                  'bam1', 'bam2'))
+        assert p.requires_grad != frozen, name
+    assert not model.layer2[0].cbam.training and not model.bam2.training
+    assert model.layer3[0].cbam.training
+    assert model.bam3.training
+
+
+def test_norm_eval_puts_attention_batchnorm_in_eval():
+    model = AttnResNet(depth=50, attention=dict(type='CBAM'),
+                       norm_eval=True).train()
+    bns = [m for m in model.layer4[0].cbam.modules()
+           if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and not any(bn.training for bn in bns)
+
+
+def test_stage_attention_bam_between_stages():
+    model = randomize_(AttnResNet(depth=50,
+                                  stage_attention=dict(type='BAM'))).eval()
+    assert model.stage_attention_names == ['bam1', 'bam2', 'bam3', None]
+    assert isinstance(model.bam3, BAM) and model.bam3.in_channels == 1024
+    seen = {}
+    model.layer2.register_forward_hook(lambda m, i, o: seen.update(l2=o))
+    model.bam2.register_forward_hook(lambda m, i, o: seen.update(b2=o))
+    model.layer3.register_forward_hook(lambda m, i, o: seen.update(l3=i[0]))
+    with torch.no_grad():
+        model(torch.randn(2, 3, 64, 64))
+    assert torch.equal(seen['l3'], seen['b2'])
+    assert not torch.equal(seen['l2'], seen['b2'])
+
+
+def test_with_cp_gives_same_gradients():
+    a, b = _same_init(AttnResNet, AttnResNet, depth=18,
+                      attention=dict(type='SA', groups=4))
+    b.with_cp = True
+    for layer in b.res_layers:
+        for block in getattr(b, layer):
+            block.with_cp = True
+    x = torch.randn(2, 3, 32, 32, requires_grad=True)
+    grads = []
+    for model in (a, b):
+        model.train()
+        sum(o.sum() for o in model(x)).backward()
+        grads.append([p.grad.clone() for p in model.parameters()
+                      if p.grad is not None])
+    for ga, gb in zip(*grads):
+        assert torch.allclose(ga, gb, atol=1e-6)
+
+
+def test_dilated_output_stride_8_for_segmentation():
+    model = AttnResNetV1c(depth=50, strides=(1, 2, 1, 1),
+                          dilations=(1, 1, 2, 4), contract_dilation=True,
+                          attention=dict(type='SA')).eval()
+    outs = model(torch.randn(1, 3, 64, 64))
+    assert [o.shape[-1] for o in outs] == [16, 8, 8, 8]
+    assert model.layer4[1].conv2.dilation == (4, 4)
+    assert model.layer4[0].conv2.dilation == (2, 2)  # contracted
+    assert hasattr(model, 'stem') and not hasattr(model, 'conv1')
+
+
+def test_pretrained_plain_weights_load_and_attention_keeps_init(tmp_path):
+    torch.manual_seed(1)
+    plain = randomize_(DetResNet(depth=50))
+    path = tmp_path / 'r50.pth'
+    torch.save({'state_dict': plain.state_dict()}, path)
+    model = AttnResNet(depth=50, attention=dict(type='SA'),
+                       init_cfg=dict(type='Pretrained',
+                                     checkpoint=str(path)))
+    model.init_weights()
+    ours = model.state_dict()
+    for k, v in plain.state_dict().items():
+        assert torch.equal(ours[k], v), k
+    assert torch.all(model.layer1[0].sa.cweight == 0)
+    assert torch.all(model.layer1[0].sa.cbias == 1)
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(attention_position='after_conv4'),
+     r"attention_position='after_conv4' is unknown; choose one of"),
+    (dict(attention_blocks='first'), r"each entry must be one of"),
+    (dict(attention_stages=(True, True)),
+     r'attention_stages has 2 entries but the backbone has num_stages=4'),
+    (dict(attention=[dict(type='SE')] * 3),
+     r'attention has 3 entries but the backbone has num_stages=4'),
+])
+def test_bad_backbone_options_are_explained(kwargs, message):
+    kwargs.setdefault('attention', dict(type='SE'))
+    with pytest.raises(ValueError, match=message):
+        AttnResNet(depth=50, **kwargs)
+
+
+def test_bad_attention_in_backbone_names_the_value():
+    with pytest.raises(KeyError, match="Unknown attention type 'SAA'"):
+        AttnResNet(depth=50, attention=dict(type='SAA'))
+    with pytest.raises(ValueError, match=r'SA\(in_channels=64, groups=64\)'):
+        AttnResNet(depth=18, attention=dict(type='SA'))
+    with pytest.raises(KeyError, match='invalid depth 42'):
+        AttnResNet(depth=42)
