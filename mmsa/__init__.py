@@ -6,6 +6,10 @@ mm config makes mmsa's types nameable.
 """
 from . import attention, models  # noqa: F401  (registration)
 from .attention import build_attention
+from .utils.checkpoint import allow_mmengine_checkpoint_types
 from .version import __version__
+
+# mmengine's own checkpoints (resume) load under weights_only=True.
+allow_mmengine_checkpoint_types()
 
 __all__ = ['__version__', 'build_attention']

@@ -237,6 +237,42 @@ class AttentionResNetMixin:
                 for param in module.parameters():
                     param.requires_grad = False
 
+    def init_weights(self) -> None:
+        """As the framework's; after a ``Pretrained`` init, logs the
+        attention modules the checkpoint had no tensors for: they keep their
+        paper initialisation. INFO when the checkpoint has no attention at
+        all (a plain ResNet), WARNING when it has some but not these."""
+        import logging
+
+        from mmengine.logging import print_log
+
+        from ...utils.checkpoint import (attention_modules_without_weights,
+                                         checkpoint_keys)
+        done = getattr(self, '_is_init', False)
+        super().init_weights()
+        cfgs = self.init_cfg if isinstance(self.init_cfg, list) \
+            else [self.init_cfg]
+        pretrained = [
+            c for c in cfgs
+            if isinstance(c, dict) and c.get('type') == 'Pretrained'
+        ]
+        if done or not pretrained:
+            return
+        cfg = pretrained[-1]
+        keys = checkpoint_keys(cfg['checkpoint'], cfg.get('prefix'),
+                               cfg.get('map_location', 'cpu'))
+        at_init = attention_modules_without_weights(self, keys)
+        if not at_init:
+            return
+        every = attention_modules_without_weights(self, ())
+        partial = len(at_init) < len(every)
+        print_log(
+            f'{cfg["checkpoint"]} has no tensors for {len(at_init)} of '
+            f'{len(every)} attention modules; they keep their paper '
+            f'initialisation: {", ".join(at_init)}',
+            logger='current',
+            level=logging.WARNING if partial else logging.INFO)
+
     def train(self, mode: bool = True):
         """As the framework's (frozen stages, ``norm_eval``), but returns
         ``self`` like ``nn.Module.train`` so ``model.eval()`` chains."""
