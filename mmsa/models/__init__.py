@@ -10,6 +10,11 @@ from typing import Dict, Tuple
 from ..registry import framework_available, register_unavailable
 from .necks import AttnNeck
 
+try:  # VAN needs no framework, only mmcv's norm layers and DropPath
+    from .backbones.van import VAN
+except ImportError as _err:  # pragma: no cover - depends on the environment
+    VAN = register_unavailable('VAN', 'mmcv', 'det', reason=str(_err))
+
 # framework package -> (mmsa module, registered types, pip extra)
 FRAMEWORK_PARTS: Dict[str, Tuple[str, Tuple[str, ...], str]] = {
     'mmdet': ('mmsa.models.backbones.det_resnet', ('AttnResNet', ), 'det'),
@@ -34,4 +39,4 @@ for _package, (_module, _types, _extra) in FRAMEWORK_PARTS.items():
             _name, 'mmsegmentation' if _package == 'mmseg' else _package,
             _extra, reason=_reason)
 
-__all__ = ['AttnNeck', 'AVAILABLE', 'FRAMEWORK_PARTS']
+__all__ = ['AttnNeck', 'AVAILABLE', 'FRAMEWORK_PARTS', 'VAN']
