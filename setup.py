@@ -4,8 +4,16 @@
 OpenMMLab pins to the extras, so ``pip install -e .`` into an existing
 mmdet/mmseg environment (e.g. a CUDA box) does not reinstall torch or mmcv.
 The fully pinned CPU stack is installed by ``tools/setup_env.sh``.
+
+The fused Shuffle Attention CPU kernel (``mmsa/ops/csrc``) is built when
+torch is importable at build time (``pip install --no-build-isolation``) and
+a C++ compiler with OpenMP is present; otherwise, or if the build fails, mmsa
+installs without it and SA runs its reference path (logged once).
+``MMSA_NO_EXT=1`` skips the build.
 """
+import os
 import os.path as osp
+import warnings
 
 from setuptools import find_packages, setup
 
@@ -23,6 +31,32 @@ def read_requirements(name: str) -> list:
     with open(osp.join(ROOT, 'requirements', name)) as f:
         lines = (line.split('#')[0].strip() for line in f)
         return [line for line in lines if line]
+
+
+def sa_extension() -> dict:
+    """``ext_modules``/``cmdclass`` for the optional fused SA kernel."""
+    if os.environ.get('MMSA_NO_EXT', '0') == '1':
+        return {}
+    try:
+        from torch.utils.cpp_extension import BuildExtension, CppExtension
+    except ImportError:  # isolated build env: no torch, no extension
+        return {}
+
+    class OptionalBuildExt(BuildExtension):
+        """A failed compile leaves the pure-Python package installable."""
+
+        def build_extension(self, ext) -> None:
+            try:
+                super().build_extension(ext)
+            except Exception as err:  # compiler missing, no OpenMP, ...
+                warnings.warn(f'mmsa: fused SA kernel not built ({err}); '
+                              'SA will use its reference implementation.')
+
+    ext = CppExtension(
+        'mmsa.ops._sa_cpu', ['mmsa/ops/csrc/shuffle_attention.cpp'],
+        extra_compile_args=['-O3', '-fopenmp', '-fno-trapping-math'],
+        extra_link_args=['-fopenmp'])
+    return dict(ext_modules=[ext], cmdclass={'build_ext': OptionalBuildExt})
 
 
 MM_CORE = ['mmengine>=0.10.0,<1.0', 'mmcv>=2.0.0,<2.2.0']
@@ -48,4 +82,5 @@ setup(
                           'ftfy', 'regex', 'pycocotools', 'matplotlib'],
     },
     zip_safe=False,
+    **sa_extension(),
 )

@@ -101,10 +101,19 @@ say "5/5 mmdet 3.3.0, mmsegmentation 1.2.2, tests, mmsa (editable)"
 pip_step mm-and-mmsa "mmdet/mmseg need mmcv<2.2; see README troubleshooting" \
     -r "$ROOT/requirements/mminstall.txt" -r "$ROOT/requirements/runtime.txt" \
     -r "$ROOT/requirements/tests.txt" -e "$ROOT[tests]"
+# Again without build isolation, so that setup.py sees torch and compiles the
+# fused SA kernel (about 1.5 minutes on 2 cores). A failed compile is not an
+# error: SA then runs its reference path and logs why.
+say "    fused SA kernel (C++, optional)"
+pip_step mmsa-kernel "see the log; SA falls back to its reference path" \
+    --no-build-isolation --no-deps -e "$ROOT"
 
 "$VENV/bin/python" -c "$IMPORT_CHECK" >"$LOG_DIR/import-check.log" 2>&1 ||
     fail "import check (mmcv.ops, mmdet.models, mmseg.models, mmsa)" \
         "see the log above; a missing module means a dependency to add" \
         "$LOG_DIR/import-check.log"
+"$VENV/bin/python" -c 'import mmsa.ops.shuffle_attention as s
+print("fused SA kernel:", "built (%s)" % s._ext.isa() if s._ext else "not built")' ||
+    true
 stamp_key >"$STAMP"
 say "environment ready in $((SECONDS - T_START))s: $VENV"

@@ -5,15 +5,15 @@ import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
 
+from ..ops.shuffle_attention import (channel_shuffle, log_fallback_once,
+                                     sa_fused, sa_fused_unsupported,
+                                     sa_reference)
 from ..registry import register_attention
-from .utils import check_groups
+from .utils import check_groups, module_repr
 
+__all__ = ['ShuffleAttention', 'channel_shuffle']
 
-def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """ShuffleNet channel shuffle: channel ``g*C/groups + i`` -> ``i*groups + g``."""
-    n, c, h, w = x.shape
-    return x.reshape(n, groups, c // groups, h, w).transpose(1, 2).reshape(
-        n, c, h, w)
+IMPLS = ('auto', 'fused', 'reference')
 
 
 @register_attention('SA')
@@ -41,11 +41,22 @@ class ShuffleAttention(BaseModule):
 
     Compatible with ``torch.compile(fullgraph=True)``.
 
+    Implementation: ``impl='auto'`` (and ``'fused'``) runs the fused CPU
+    kernel of :mod:`mmsa.ops.shuffle_attention` - one statistics pass and
+    one element-wise pass with the shuffle folded into the output write -
+    for float32/float64 CPU input (bf16 under autocast is computed in
+    float32), and the reference composition otherwise (CUDA, other dtypes,
+    kernel not built; one log line per reason) and under ``torch.compile``
+    (which fuses the composition itself). :attr:`path` says which ran.
+
     Args:
         in_channels (int): Channels C of the input; divisible by
             ``2 * groups``.
         groups (int): Number of groups G. Defaults to 64 (official). The SA
             author suggests 32 or 16 where C is small.
+        impl (str): ``'auto'``, ``'fused'`` or ``'reference'``; ``'auto'``
+            and ``'fused'`` both fall back to the reference where the fused
+            kernel cannot run. Defaults to ``'auto'``.
         init_cfg (dict, optional): mmengine initialisation config.
             Defaults to None.
     """
@@ -55,11 +66,20 @@ class ShuffleAttention(BaseModule):
     def __init__(self,
                  in_channels: int,
                  groups: int = 64,
+                 impl: str = 'auto',
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         check_groups('SA', in_channels, groups, factor=2)
+        if impl not in IMPLS:
+            raise ValueError(
+                f'{module_repr("SA", in_channels=in_channels, impl=impl)}: '
+                f'impl must be one of {IMPLS}')
         self.in_channels = in_channels
         self.groups = groups
+        self.impl = impl
+        #: The path of the last eager forward: ``'fused'`` or
+        #: ``'reference'`` (``None`` before the first call).
+        self.path: Optional[str] = None
         k = in_channels // (2 * groups)
         self.cweight = nn.Parameter(torch.zeros(1, k, 1, 1))
         self.cbias = nn.Parameter(torch.ones(1, k, 1, 1))
@@ -68,15 +88,19 @@ class ShuffleAttention(BaseModule):
         self.gn = nn.GroupNorm(k, k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        xg = x.reshape(n * self.groups, c // self.groups, h, w)
-        x_channel, x_spatial = xg.chunk(2, dim=1)
-        gate_c = self.cweight * x_channel.mean((2, 3), keepdim=True) \
-            + self.cbias
-        gate_s = self.sweight * self.gn(x_spatial) + self.sbias
-        out = torch.cat([x_channel * gate_c.sigmoid(),
-                         x_spatial * gate_s.sigmoid()], dim=1)
-        return channel_shuffle(out.reshape(n, c, h, w), 2)
+        args = (x, self.groups, self.cweight, self.cbias, self.sweight,
+                self.sbias, self.gn.weight, self.gn.bias, self.gn.eps)
+        if torch.compiler.is_compiling():
+            return sa_reference(*args)
+        if self.impl != 'reference':
+            reason = sa_fused_unsupported(x)
+            if reason is None:
+                self.path = 'fused'
+                return sa_fused(*args)
+            log_fallback_once(reason)
+        self.path = 'reference'
+        return sa_reference(*args)
 
     def extra_repr(self) -> str:
-        return f'in_channels={self.in_channels}, groups={self.groups}'
+        return (f'in_channels={self.in_channels}, groups={self.groups}, '
+                f'impl={self.impl!r}')

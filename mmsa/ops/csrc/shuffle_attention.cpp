@@ -1,0 +1,309 @@
+// Fused Shuffle Attention (SA-Net) for CPU: forward and backward.
+//
+// Both halves of SA are y = x * sigmoid(A * x + B) with per-(sample,
+// channel) coefficients (channel half: A = 0, B = cw * mean + cb; spatial
+// half: A = sw * gw * rstd, B = sw * (gb - gw * mean * rstd) + sb), and the
+// channel shuffle only moves input channel g * C/2 + i to output channel
+// 2i + g. So each (n, c) plane is handled by one thread: statistics, then
+// one element-wise pass written straight to the shuffled output plane; the
+// second read of the plane comes from cache. Backward is the same shape:
+// one pass for two per-plane sums, one pass writing dx.
+//
+// Layout: contiguous NCHW; float32 (vectorised, ISA picked at run time) and
+// float64 (scalar, for gradcheck).
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <cstdint>
+
+#define SA_TARGET
+#define SA_NS sa_default
+#include "sa_plane_kernels.h"
+#undef SA_TARGET
+#undef SA_NS
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define SA_HAVE_AVX2 1
+#define SA_TARGET __attribute__((target("avx2,fma")))
+#define SA_NS sa_avx2
+#include "sa_plane_kernels.h"
+#undef SA_TARGET
+#undef SA_NS
+#endif
+
+namespace {
+
+struct FloatKernels {
+  void (*stats)(const float*, int64_t, double*, double*);
+  void (*forward)(const float*, float*, int64_t, float, float);
+  void (*sums)(const float*, const float*, int64_t, float, float, double*,
+               double*);
+  void (*dx)(const float*, const float*, float*, int64_t, float, float, float,
+             float);
+  const char* isa;
+};
+
+FloatKernels pick_float_kernels() {
+#ifdef SA_HAVE_AVX2
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    return {sa_avx2::plane_stats, sa_avx2::plane_forward,
+            sa_avx2::plane_backward_sums, sa_avx2::plane_backward_dx, "avx2"};
+  }
+#endif
+  return {sa_default::plane_stats, sa_default::plane_forward,
+          sa_default::plane_backward_sums, sa_default::plane_backward_dx,
+          "default"};
+}
+
+const FloatKernels& float_kernels() {
+  static const FloatKernels kernels = pick_float_kernels();
+  return kernels;
+}
+
+// Scalar double kernels, same contracts as sa_plane_kernels.h.
+inline double sigmoid_d(double z) { return 1.0 / (1.0 + std::exp(-z)); }
+
+void stats_d(const double* x, int64_t m, double* mean, double* var) {
+  double s = 0;
+  for (int64_t i = 0; i < m; ++i) s += x[i];
+  const double mu = s / m;
+  double ss = 0;
+  for (int64_t i = 0; i < m; ++i) ss += (x[i] - mu) * (x[i] - mu);
+  *mean = mu;
+  *var = ss / m;
+}
+
+void forward_d(const double* x, double* y, int64_t m, double a, double b) {
+  for (int64_t i = 0; i < m; ++i) y[i] = x[i] * sigmoid_d(a * x[i] + b);
+}
+
+void sums_d(const double* g, const double* x, int64_t m, double a, double b,
+            double* sum_d, double* sum_dx) {
+  double sd = 0, sdx = 0;
+  for (int64_t i = 0; i < m; ++i) {
+    const double s = sigmoid_d(a * x[i] + b);
+    const double d = g[i] * x[i] * s * (1 - s);
+    sd += d;
+    sdx += d * x[i];
+  }
+  *sum_d = sd;
+  *sum_dx = sdx;
+}
+
+void dx_d(const double* g, const double* x, double* dx, int64_t m, double a,
+          double b, double alpha, double beta) {
+  for (int64_t i = 0; i < m; ++i) {
+    const double s = sigmoid_d(a * x[i] + b);
+    const double d = g[i] * x[i] * s * (1 - s);
+    dx[i] = g[i] * s + a * d + alpha * x[i] + beta;
+  }
+}
+
+template <typename T>
+struct Kernels;
+
+template <>
+struct Kernels<float> {
+  static void stats(const float* x, int64_t m, double* mean, double* var) {
+    float_kernels().stats(x, m, mean, var);
+  }
+  static void forward(const float* x, float* y, int64_t m, float a, float b) {
+    float_kernels().forward(x, y, m, a, b);
+  }
+  static void sums(const float* g, const float* x, int64_t m, float a, float b,
+                   double* sd, double* sdx) {
+    float_kernels().sums(g, x, m, a, b, sd, sdx);
+  }
+  static void dx(const float* g, const float* x, float* dx, int64_t m, float a,
+                 float b, float alpha, float beta) {
+    float_kernels().dx(g, x, dx, m, a, b, alpha, beta);
+  }
+};
+
+template <>
+struct Kernels<double> {
+  static void stats(const double* x, int64_t m, double* mean, double* var) {
+    stats_d(x, m, mean, var);
+  }
+  static void forward(const double* x, double* y, int64_t m, double a,
+                      double b) {
+    forward_d(x, y, m, a, b);
+  }
+  static void sums(const double* g, const double* x, int64_t m, double a,
+                   double b, double* sd, double* sdx) {
+    sums_d(g, x, m, a, b, sd, sdx);
+  }
+  static void dx(const double* g, const double* x, double* dx, int64_t m,
+                 double a, double b, double alpha, double beta) {
+    dx_d(g, x, dx, m, a, b, alpha, beta);
+  }
+};
+
+// Where plane c's values sit: its parameter index j, which half, and the
+// output channel after the 2-group shuffle.
+struct PlaneMap {
+  int64_t c, groups, k;
+  int64_t param() const { return (c % (2 * k)) % k; }
+  bool spatial() const { return (c % (2 * k)) >= k; }
+  int64_t out_channel(int64_t channels) const {
+    const int64_t half = channels / 2;
+    return 2 * (c % half) + c / half;
+  }
+};
+
+// Gate coefficients of one plane from its statistics.
+template <typename T>
+inline void coefficients(const PlaneMap& p, double mean, double rstd,
+                         const T* cw, const T* cb, const T* sw, const T* sb,
+                         const T* gw, const T* gb, double* a, double* b) {
+  const int64_t j = p.param();
+  if (p.spatial()) {
+    *a = static_cast<double>(sw[j]) * gw[j] * rstd;
+    *b = static_cast<double>(sw[j]) * (gb[j] - gw[j] * mean * rstd) + sb[j];
+  } else {
+    *a = 0;
+    *b = static_cast<double>(cw[j]) * mean + cb[j];
+  }
+}
+
+void check_inputs(const at::Tensor& x, const std::vector<at::Tensor>& params,
+                  int64_t groups) {
+  TORCH_CHECK(x.dim() == 4 && x.is_contiguous() && x.device().is_cpu(),
+              "sa_fused: x must be a contiguous 4-D CPU tensor");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "sa_fused: float32 or float64 only, got ", x.scalar_type());
+  const int64_t c = x.size(1);
+  TORCH_CHECK(groups > 0 && c % (2 * groups) == 0,
+              "sa_fused: channels ", c, " not divisible by 2*groups");
+  for (const auto& p : params) {
+    TORCH_CHECK(p.is_contiguous() && p.numel() == c / (2 * groups) &&
+                    p.scalar_type() == x.scalar_type(),
+                "sa_fused: parameters must be contiguous, k values, x's dtype");
+  }
+}
+
+// params: cweight, cbias, sweight, sbias, gn_weight, gn_bias (k values each).
+// Returns out (shuffled), mean and rstd per (n, c) plane (float64).
+std::vector<at::Tensor> sa_forward(const at::Tensor& x,
+                                   const std::vector<at::Tensor>& params,
+                                   int64_t groups, double eps) {
+  check_inputs(x, params, groups);
+  const int64_t n = x.size(0), c = x.size(1), m = x.size(2) * x.size(3);
+  const int64_t k = c / (2 * groups);
+  auto out = at::empty_like(x);
+  auto mean = at::empty({n, c}, x.options().dtype(at::kDouble));
+  auto rstd = at::empty({n, c}, x.options().dtype(at::kDouble));
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sa_forward", [&] {
+    using K = Kernels<scalar_t>;
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    scalar_t* yp = out.data_ptr<scalar_t>();
+    const scalar_t *cw = params[0].data_ptr<scalar_t>(),
+                   *cb = params[1].data_ptr<scalar_t>(),
+                   *sw = params[2].data_ptr<scalar_t>(),
+                   *sb = params[3].data_ptr<scalar_t>(),
+                   *gw = params[4].data_ptr<scalar_t>(),
+                   *gb = params[5].data_ptr<scalar_t>();
+    double* mp = mean.data_ptr<double>();
+    double* rp = rstd.data_ptr<double>();
+    at::parallel_for(0, n * c, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t plane = begin; plane < end; ++plane) {
+        const int64_t b = plane / c;
+        const PlaneMap p{plane % c, groups, k};
+        const scalar_t* xs = xp + plane * m;
+        double mu, var;
+        K::stats(xs, m, &mu, &var);
+        const double rs = 1.0 / std::sqrt(std::max(var, 0.0) + eps);
+        double a, bb;
+        coefficients(p, mu, rs, cw, cb, sw, sb, gw, gb, &a, &bb);
+        K::forward(xs, yp + (b * c + p.out_channel(c)) * m, m,
+                   static_cast<scalar_t>(a), static_cast<scalar_t>(bb));
+        mp[plane] = mu;
+        rp[plane] = rs;
+      }
+    });
+  });
+  return {out, mean, rstd};
+}
+
+// Returns dx and, per (n, c) plane, p0 and p1 from which the parameter
+// gradients follow by a sum over samples and groups (see sa_fused in
+// shuffle_attention.py): channel planes p0 = dz, p1 = dz * mean with
+// dz = s(1-s) sum(g * x); spatial planes p0 = sum(d), p1 = sum(d * xhat).
+std::vector<at::Tensor> sa_backward(const at::Tensor& grad_out,
+                                    const at::Tensor& x,
+                                    const at::Tensor& mean,
+                                    const at::Tensor& rstd,
+                                    const std::vector<at::Tensor>& params,
+                                    int64_t groups) {
+  check_inputs(x, params, groups);
+  TORCH_CHECK(grad_out.sizes() == x.sizes() && grad_out.is_contiguous() &&
+                  grad_out.scalar_type() == x.scalar_type(),
+              "sa_fused backward: grad_out must match x (contiguous)");
+  const int64_t n = x.size(0), c = x.size(1), m = x.size(2) * x.size(3);
+  const int64_t k = c / (2 * groups);
+  auto dx = at::empty_like(x);
+  auto p0 = at::empty({n, c}, x.options().dtype(at::kDouble));
+  auto p1 = at::empty({n, c}, x.options().dtype(at::kDouble));
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sa_backward", [&] {
+    using K = Kernels<scalar_t>;
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* gp = grad_out.data_ptr<scalar_t>();
+    scalar_t* dxp = dx.data_ptr<scalar_t>();
+    const scalar_t *cw = params[0].data_ptr<scalar_t>(),
+                   *cb = params[1].data_ptr<scalar_t>(),
+                   *sw = params[2].data_ptr<scalar_t>(),
+                   *sb = params[3].data_ptr<scalar_t>(),
+                   *gw = params[4].data_ptr<scalar_t>(),
+                   *gb = params[5].data_ptr<scalar_t>();
+    const double* mp = mean.data_ptr<double>();
+    const double* rp = rstd.data_ptr<double>();
+    double* p0p = p0.data_ptr<double>();
+    double* p1p = p1.data_ptr<double>();
+    at::parallel_for(0, n * c, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t plane = begin; plane < end; ++plane) {
+        const int64_t b = plane / c;
+        const PlaneMap p{plane % c, groups, k};
+        const scalar_t* xs = xp + plane * m;
+        const scalar_t* gs = gp + (b * c + p.out_channel(c)) * m;
+        const double mu = mp[plane], rs = rp[plane];
+        double a, bb;
+        coefficients(p, mu, rs, cw, cb, sw, sb, gw, gb, &a, &bb);
+        const scalar_t af = static_cast<scalar_t>(a),
+                       bf = static_cast<scalar_t>(bb);
+        double sum_d, sum_dx;
+        K::sums(gs, xs, m, af, bf, &sum_d, &sum_dx);
+        double alpha, beta;
+        if (p.spatial()) {
+          const double m1 = sum_d / m;
+          const double m2 = rs * (sum_dx / m - mu * m1);  // mean(d * xhat)
+          alpha = -a * rs * m2;
+          beta = -a * m1 + a * rs * mu * m2;
+          p0p[plane] = sum_d;
+          p1p[plane] = m2 * m;
+        } else {
+          alpha = 0;
+          beta = static_cast<double>(cw[p.param()]) * sum_d / m;
+          p0p[plane] = sum_d;
+          p1p[plane] = sum_d * mu;
+        }
+        K::dx(gs, xs, dxp + plane * m, m, af, bf,
+              static_cast<scalar_t>(alpha), static_cast<scalar_t>(beta));
+      }
+    });
+  });
+  return {dx, p0, p1};
+}
+
+std::string isa() { return float_kernels().isa; }
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "Fused Shuffle Attention CPU kernels (mmsa)";
+  m.def("forward", &sa_forward, "SA forward: (out, mean, rstd)");
+  m.def("backward", &sa_backward, "SA backward: (dx, p0, p1)");
+  m.def("isa", &isa, "instruction set of the float32 kernels");
+}

@@ -1,0 +1,177 @@
+"""Shuffle Attention as two functions: the reference and the fused kernel.
+
+Both halves of SA are ``x * sigmoid(A * x + B)`` with per-(sample, channel)
+coefficients (channel half ``A = 0, B = cw * mean + cb``; spatial half
+``A = sw * gw * rstd, B = sw * (gb - gw * mean * rstd) + sb``), and the
+channel shuffle is an index map on the output channel. :func:`sa_fused`
+runs that as one statistics pass and one element-wise pass per (sample,
+channel) plane, writing the shuffled output directly; its backward is one
+pass for two per-plane sums and one pass writing the input gradient. The
+kernel (``csrc/shuffle_attention.cpp``) is a CPU C++ extension built at
+install time; :func:`sa_reference` is the PyTorch composition it is tested
+against and falls back to.
+"""
+import logging
+from typing import Optional, Set
+
+import torch
+import torch.nn.functional as F
+from mmengine.logging import print_log
+from torch.autograd.function import once_differentiable
+
+try:
+    from . import _sa_cpu as _ext
+    _EXT_ERROR = ''
+except ImportError as err:  # not built: no compiler, isolated build, ...
+    _ext = None
+    _EXT_ERROR = str(err)
+
+__all__ = [
+    'channel_shuffle', 'sa_gates', 'sa_reference', 'sa_fused', 'sa_fused_unsupported',
+    'log_fallback_once'
+]
+
+_LOGGED: Set[str] = set()
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """ShuffleNet shuffle: channel ``g*C/groups + i`` -> ``i*groups + g``."""
+    n, c, h, w = x.shape
+    return x.reshape(n, groups, c // groups, h, w).transpose(1, 2).reshape(
+        n, c, h, w)
+
+
+def sa_gates(x: torch.Tensor,
+             groups: int,
+             cweight: torch.Tensor,
+             cbias: torch.Tensor,
+             sweight: torch.Tensor,
+             sbias: torch.Tensor,
+             gn_weight: torch.Tensor,
+             gn_bias: torch.Tensor,
+             eps: float = 1e-5):
+    """SA's two gates (the paper's Eq. 2-3), before the channel shuffle.
+
+    Returns:
+        tuple: The channel-branch weights ``sigmoid(cw * GAP(x) + cb)`` of
+        shape ``(N, G, k)`` and the spatial-branch gate
+        ``sigmoid(sw * GN(x) + sb)`` of shape ``(N, G, k, H, W)``, with
+        ``k = C / (2 * groups)``. Each multiplies its half of each group.
+    """
+    n, c, h, w = x.shape
+    xg = x.reshape(n * groups, c // groups, h, w)
+    x_channel, x_spatial = xg.chunk(2, dim=1)
+    k = x_channel.shape[1]
+    gate_c = (cweight * x_channel.mean((2, 3), keepdim=True) +
+              cbias).sigmoid()
+    x_norm = F.group_norm(x_spatial, k, gn_weight, gn_bias, eps)
+    gate_s = (sweight * x_norm + sbias).sigmoid()
+    return gate_c.reshape(n, groups, k), gate_s.reshape(n, groups, k, h, w)
+
+
+def sa_reference(x: torch.Tensor,
+                 groups: int,
+                 cweight: torch.Tensor,
+                 cbias: torch.Tensor,
+                 sweight: torch.Tensor,
+                 sbias: torch.Tensor,
+                 gn_weight: torch.Tensor,
+                 gn_bias: torch.Tensor,
+                 eps: float = 1e-5) -> torch.Tensor:
+    """SA forward as a composition of PyTorch ops (the paper's Eq. 2-3).
+
+    ``cweight``..``sbias`` have shape ``(1, k, 1, 1)`` and ``gn_weight``,
+    ``gn_bias`` shape ``(k,)``, with ``k = C / (2 * groups)``.
+    """
+    n, c, h, w = x.shape
+    gate_c, gate_s = sa_gates(x, groups, cweight, cbias, sweight, sbias,
+                              gn_weight, gn_bias, eps)
+    xg = x.reshape(n, groups, 2, c // (2 * groups), h, w)
+    out = torch.stack([xg[:, :, 0] * gate_c[..., None, None],
+                       xg[:, :, 1] * gate_s], dim=2)
+    return channel_shuffle(out.reshape(n, c, h, w), 2)
+
+
+def sa_fused_unsupported(x: torch.Tensor) -> Optional[str]:
+    """Why :func:`sa_fused` cannot take ``x``, or None when it can."""
+    if _ext is None:
+        return ('the fused SA kernel mmsa.ops._sa_cpu is not built '
+                f'({_EXT_ERROR}); reinstall with `pip install '
+                '--no-build-isolation -e .` and a C++ compiler')
+    if x.device.type != 'cpu':
+        return f'the fused SA kernel is CPU-only, got a {x.device.type} input'
+    if x.dtype in (torch.float32, torch.float64):
+        return None
+    if torch.is_autocast_enabled('cpu'):  # cast to float32 by custom_fwd
+        return None
+    return f'the fused SA kernel takes float32/float64, got {x.dtype}'
+
+
+def log_fallback_once(reason: str) -> None:
+    """One log line per distinct reason for running the reference path."""
+    if reason not in _LOGGED:
+        _LOGGED.add(reason)
+        print_log(f'ShuffleAttention: using the reference path: {reason}',
+                  logger='current', level=logging.WARNING)
+
+
+class _SAFusedFunction(torch.autograd.Function):
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type='cpu', cast_inputs=torch.float32)
+    def forward(ctx, x, groups, eps, *params):
+        flat = [p.detach().reshape(-1).to(x.dtype).contiguous()
+                for p in params]
+        x = x.contiguous()
+        out, mean, rstd = _ext.forward(x, flat, groups, eps)
+        ctx.save_for_backward(x, mean, rstd, *flat)
+        ctx.groups = groups
+        ctx.param_meta = [(p.shape, p.dtype) for p in params]
+        return out
+
+    @staticmethod
+    @once_differentiable
+    @torch.amp.custom_bwd(device_type='cpu')
+    def backward(ctx, grad_out):
+        x, mean, rstd, *flat = ctx.saved_tensors
+        groups = ctx.groups
+        dx, p0, p1 = _ext.backward(grad_out.contiguous(), x, mean, rstd,
+                                   flat, groups)
+        n, c = p0.shape
+        # per-plane partial sums -> (half, k): sum over samples and groups
+        p0 = p0.view(n, groups, 2, c // (2 * groups)).sum((0, 1))
+        p1 = p1.view(n, groups, 2, c // (2 * groups)).sum((0, 1))
+        _, _, sw, _, gw, gb = (p.double() for p in flat)
+        grads = (
+            p1[0],  # cweight: sum of dz * mean
+            p0[0],  # cbias: sum of dz
+            gw * p1[1] + gb * p0[1],  # sweight: sum of d * (gw*xhat + gb)
+            p0[1],  # sbias: sum of d
+            sw * p1[1],  # gn.weight: sum of d * sw * xhat
+            sw * p0[1],  # gn.bias: sum of d * sw
+        )
+        grads = [g.to(dtype).reshape(shape)
+                 for g, (shape, dtype) in zip(grads, ctx.param_meta)]
+        return (dx, None, None, *grads)
+
+
+def sa_fused(x: torch.Tensor,
+             groups: int,
+             cweight: torch.Tensor,
+             cbias: torch.Tensor,
+             sweight: torch.Tensor,
+             sbias: torch.Tensor,
+             gn_weight: torch.Tensor,
+             gn_bias: torch.Tensor,
+             eps: float = 1e-5) -> torch.Tensor:
+    """SA forward by the fused CPU kernel; same contract as
+    :func:`sa_reference`.
+
+    Takes float32/float64 CPU input of any memory format (channels_last is
+    made contiguous first) and returns a contiguous tensor; under CPU
+    autocast the input is cast to float32. Check
+    :func:`sa_fused_unsupported` first. Differentiable once (no double
+    backward).
+    """
+    return _SAFusedFunction.apply(x, groups, eps, cweight, cbias, sweight,
+                                  sbias, gn_weight, gn_bias)

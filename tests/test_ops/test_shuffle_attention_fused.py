@@ -1,0 +1,150 @@
+"""The fused SA kernel against the reference composition."""
+from unittest import mock
+
+import pytest
+import torch
+from testing_utils import assert_close, randomize_
+
+import mmsa.ops.shuffle_attention as sa_ops
+from mmsa.attention import ShuffleAttention
+from mmsa.ops import sa_fused, sa_fused_unsupported, sa_reference
+
+needs_kernel = pytest.mark.skipif(
+    sa_ops._ext is None,
+    reason='fused SA kernel not built (pip install --no-build-isolation -e .)')
+
+PARAM_NAMES = ('cweight', 'cbias', 'sweight', 'sbias', 'gn.weight', 'gn.bias')
+
+# (shape, groups): batch 1, odd and non-square H/W, a one-pixel-wide plane,
+# ResNet-like widths. (1x1 planes, where GroupNorm's variance is 0 and both
+# float32 paths carry ~1e-5 relative rounding error, are checked in float64.)
+CASES = [((1, 64, 7, 7), 8), ((2, 128, 5, 9), 64), ((3, 256, 13, 4), 16),
+         ((2, 32, 3, 1), 4), ((1, 512, 25, 42), 64)]
+
+
+def _run(sa, x, impl):
+    sa.impl = impl
+    sa.zero_grad(set_to_none=True)
+    x = x.detach().clone().requires_grad_()
+    out = sa(x)
+    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(
+        1), dtype=out.dtype)
+    out.backward(grad_out)
+    assert sa.path == impl
+    grads = {n: p.grad for n, p in sa.named_parameters()}
+    return out.detach(), x.grad, grads
+
+
+def _tolerance(t: torch.Tensor) -> float:
+    return 1e-5 * max(1., t.abs().max().item())
+
+
+@needs_kernel
+@pytest.mark.parametrize('shape,groups', CASES)
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_fused_forward_and_grads_match_reference(shape, groups,
+                                                 channels_last):
+    sa = randomize_(ShuffleAttention(shape[1], groups=groups), seed=shape[2])
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 2 + 1
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    ref_out, ref_dx, ref_grads = _run(sa, x, 'reference')
+    out, dx, grads = _run(sa, x, 'fused')
+    assert_close(out, ref_out, atol=_tolerance(ref_out))
+    assert_close(dx, ref_dx, atol=_tolerance(ref_dx))
+    assert set(grads) == set(PARAM_NAMES)
+    for name in PARAM_NAMES:
+        assert grads[name].shape == ref_grads[name].shape
+        assert_close(grads[name], ref_grads[name],
+                     atol=_tolerance(ref_grads[name]))
+
+
+@needs_kernel
+def test_fused_matches_reference_float64_on_one_pixel_planes():
+    sa = randomize_(ShuffleAttention(32, groups=4), seed=1).double()
+    x = torch.randn(2, 32, 1, 1, dtype=torch.float64)
+    ref_out, ref_dx, ref_grads = _run(sa, x, 'reference')
+    out, dx, grads = _run(sa, x, 'fused')
+    assert_close(out, ref_out, atol=1e-10)
+    assert_close(dx, ref_dx, atol=1e-6)
+    for name in PARAM_NAMES:
+        assert_close(grads[name], ref_grads[name], atol=1e-6)
+
+
+@needs_kernel
+def test_fused_grads_match_reference_at_official_init():
+    # sweight = 0 takes the kernel's constant-gate branch in both halves
+    sa = ShuffleAttention(128, groups=8)
+    x = torch.randn(2, 128, 6, 5)
+    ref_out, ref_dx, ref_grads = _run(sa, x, 'reference')
+    out, dx, grads = _run(sa, x, 'fused')
+    assert_close(out, ref_out)
+    assert_close(dx, ref_dx)
+    for name in PARAM_NAMES:
+        assert_close(grads[name], ref_grads[name],
+                     atol=_tolerance(ref_grads[name]))
+
+
+@needs_kernel
+def test_fused_bf16_autocast_matches_float32_reference():
+    sa = randomize_(ShuffleAttention(128, groups=16), seed=3)
+    x = torch.randn(2, 128, 9, 11)
+    sa.impl = 'reference'
+    expected = sa(x)
+    sa.impl = 'fused'
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = sa(x.bfloat16())
+    assert sa.path == 'fused'
+    err = (out.float() - expected).norm() / expected.norm()
+    assert err <= 1e-2, f'bf16 relative error {err:.3g}'
+
+
+@needs_kernel
+def test_fused_gradcheck_float64():
+    gen = torch.Generator().manual_seed(0)
+    k, groups = 2, 2
+    x = torch.randn(2, 2 * k * groups, 3, 5, dtype=torch.float64,
+                    generator=gen).requires_grad_()
+    params = [torch.randn(1, k, 1, 1, dtype=torch.float64,
+                          generator=gen).requires_grad_() for _ in range(4)]
+    params += [torch.randn(k, dtype=torch.float64,
+                           generator=gen).requires_grad_() for _ in range(2)]
+
+    def fn(x, *params):
+        return sa_fused(x, groups, *params)
+
+    assert torch.autograd.gradcheck(fn, (x, *params), eps=1e-6, atol=1e-5)
+    assert_close(fn(x, *params), sa_reference(x, groups, *params), atol=1e-12)
+
+
+def test_path_reports_the_implementation_that_ran():
+    sa = randomize_(ShuffleAttention(64, groups=8, impl='reference'))
+    assert sa.path is None
+    sa(torch.randn(1, 64, 4, 4))
+    assert sa.path == 'reference'
+    sa.impl = 'auto'
+    sa(torch.randn(1, 64, 4, 4))
+    expected = 'fused' if sa_ops._ext is not None else 'reference'
+    assert sa.path == expected
+    sa(torch.randn(1, 64, 4, 4, dtype=torch.bfloat16))  # no autocast
+    assert sa.path == 'reference'
+
+
+def test_unavailable_kernel_falls_back_with_one_log_line():
+    sa = randomize_(ShuffleAttention(64, groups=8, impl='fused'))
+    x = torch.randn(2, 64, 5, 3)
+    with mock.patch.object(sa_ops, '_ext', None), \
+            mock.patch.object(sa_ops, '_LOGGED', set()), \
+            mock.patch.object(sa_ops, 'print_log') as log:
+        assert 'not built' in sa_fused_unsupported(x)
+        out = sa(x)
+        sa(x)
+    assert sa.path == 'reference'
+    assert log.call_count == 1 and 'reference path' in log.call_args[0][0]
+    sa.impl = 'reference'
+    assert_close(out, sa(x))
+
+
+def test_sa_rejects_unknown_impl():
+    with pytest.raises(ValueError, match=r"impl must be one of \('auto'"):
+        ShuffleAttention(64, groups=8, impl='triton')

@@ -1,0 +1,402 @@
+"""Side-by-side cost of Shuffle Attention (and the other attentions).
+
+    python tools/analysis_tools/benchmark_attention.py [--device cpu|cuda]
+        [--repeat 10] [--warmup 2] [--quick] [--input 2 3 512 512]
+        [--out docs/performance.md] [--plot docs/performance.png]
+
+Every ratio is measured in one run with the variants interleaved round by
+round (A, B, A, B, ...; median of each), so machine noise hits both sides.
+
+* Op level: the official ``sa_layer`` forward (written out below as the
+  baseline) vs mmsa's SA, forward and forward+backward, at the ResNet-50
+  stage shapes (strides 4-32) of a batch-2 800x1344 detection input and a
+  batch-4 512x512 segmentation input. Floor = 3 passes over the tensor's
+  bytes at the copy bandwidth measured here with a large ``dst.copy_(src)``
+  (read + write counted). Peak memory = the highest allocator total during
+  one forward+backward above the level before it: ``torch.cuda`` peak stats
+  on CUDA; on CPU the ``Total Allocated`` of the ``[memory]`` events of
+  ``torch.profiler(profile_memory=True)``.
+* Backbone level: ResNet-50 vs SA-ResNet-50 with the official-form SA vs
+  with mmsa's SA; train step (forward + backward, train mode) and inference
+  (eval, no_grad) on ``--input``. Informational: SE, ECA, CBAM, SGE.
+"""
+import argparse
+import datetime
+import json
+import os
+import os.path as osp
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import mmsa  # noqa: F401  (registration)
+from mmsa.attention import ShuffleAttention
+from mmsa.models.backbones.det_resnet import AttnResNet
+
+R50_STAGES = ((256, 4), (512, 8), (1024, 16), (2048, 32))
+OP_INPUTS = (('det', 2, 800, 1344), ('seg', 4, 512, 512))
+QUICK_OP_INPUTS = (('det', 1, 400, 672), ('seg', 1, 256, 256))
+INFO_ATTENTIONS = ('SE', 'ECA', 'CBAM', 'SGE')
+
+
+def official_sa(x: torch.Tensor, groups: int, cweight: torch.Tensor,
+                cbias: torch.Tensor, sweight: torch.Tensor,
+                sbias: torch.Tensor, gn_weight: torch.Tensor,
+                gn_bias: torch.Tensor) -> torch.Tensor:
+    """``sa_layer.forward`` of wofmanaf/SA-Net, written out: the baseline."""
+    b, c, h, w = x.shape
+    x = x.reshape(b * groups, -1, h, w)
+    x_0, x_1 = x.chunk(2, dim=1)
+    xn = F.adaptive_avg_pool2d(x_0, 1)
+    xn = cweight * xn + cbias
+    xn = x_0 * torch.sigmoid(xn)
+    xs = F.group_norm(x_1, x_1.shape[1], gn_weight, gn_bias, eps=1e-5)
+    xs = sweight * xs + sbias
+    xs = x_1 * torch.sigmoid(xs)
+    out = torch.cat([xn, xs], dim=1).reshape(b, -1, h, w)
+    out = out.reshape(b, 2, -1, h, w).permute(0, 2, 1, 3, 4)
+    return out.reshape(b, -1, h, w)
+
+
+class OfficialSA(nn.Module):
+    """The official module, holding the parameters of an mmsa SA."""
+
+    def __init__(self, sa: ShuffleAttention) -> None:
+        super().__init__()
+        self.groups = sa.groups
+        self.cweight, self.cbias = sa.cweight, sa.cbias
+        self.sweight, self.sbias = sa.sweight, sa.sbias
+        self.gn = sa.gn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return official_sa(x, self.groups, self.cweight, self.cbias,
+                           self.sweight, self.sbias, self.gn.weight,
+                           self.gn.bias)
+
+
+def sync(device: str) -> None:
+    if device == 'cuda':
+        torch.cuda.synchronize()
+
+
+def interleaved(fns: Dict[str, Callable[[], object]], device: str,
+                repeat: int, warmup: int) -> Dict[str, float]:
+    """Median seconds of each fn, timed round-robin."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: Dict[str, List[float]] = {k: [] for k in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def copy_bandwidth(device: str, repeat: int) -> float:
+    """Bytes per second moved (read + write) by a large tensor copy."""
+    n = 64 * 2**20  # 256 MiB of float32
+    src = torch.randn(n, device=device)
+    dst = torch.empty_like(src)
+    t = interleaved({'copy': lambda: dst.copy_(src)}, device,
+                    max(repeat, 5), 2)['copy']
+    return 2 * src.numel() * src.element_size() / t
+
+
+def peak_bytes(fn: Callable[[], object], device: str) -> int:
+    """Peak allocated bytes during ``fn`` above the level before it."""
+    if device == 'cuda':
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU],
+                 profile_memory=True) as prof:
+        fn()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = osp.join(tmp, 'trace.json')
+        prof.export_chrome_trace(path)
+        with open(path) as f:
+            events = json.load(f)['traceEvents']
+    totals = [
+        e['args']['Total Allocated'] for e in events
+        if e.get('name') == '[memory]' and e['args'].get('Device Type') == 0
+    ]
+    if not totals:
+        return -1
+    first = next(e for e in events if e.get('name') == '[memory]')
+    base = first['args']['Total Allocated'] - first['args']['Bytes']
+    return max(totals) - base
+
+
+def random_sa(channels: int, impl: str, device: str) -> ShuffleAttention:
+    gen = torch.Generator().manual_seed(channels)
+    sa = ShuffleAttention(channels, impl=impl)
+    with torch.no_grad():
+        for p in sa.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+    return sa.to(device)
+
+
+def bench_ops(args, bandwidth: float) -> List[dict]:
+    rows = []
+    inputs = QUICK_OP_INPUTS if args.quick else OP_INPUTS
+    for task, batch, height, width in inputs:
+        for channels, stride in R50_STAGES:
+            shape = (batch, channels, height // stride, width // stride)
+            x = torch.randn(shape, device=args.device)
+            xg = x.clone().requires_grad_()
+            grad = torch.randn_like(x)
+            sa = random_sa(channels, 'auto', args.device)
+            off = OfficialSA(sa)
+
+            def fwd(m):
+                def run():
+                    with torch.no_grad():
+                        return m(x)
+                return run
+
+            def fwd_bwd(m):
+                def run():
+                    m(xg).backward(grad)
+                return run
+
+            t_fwd = interleaved({'official': fwd(off), 'mmsa': fwd(sa)},
+                                args.device, args.repeat, args.warmup)
+            t_fb = interleaved({'official': fwd_bwd(off),
+                                'mmsa': fwd_bwd(sa)}, args.device,
+                               args.repeat, args.warmup)
+            floor = 3 * x.numel() * x.element_size() / bandwidth
+            row = dict(task=task, shape=list(shape), path=sa.path,
+                       floor_ms=floor * 1e3)
+            for name, m in (('official', off), ('mmsa', sa)):
+                row[f'{name}_fwd_ms'] = t_fwd[name] * 1e3
+                row[f'{name}_fb_ms'] = t_fb[name] * 1e3
+                row[f'{name}_peak_mib'] = peak_bytes(fwd_bwd(m),
+                                                     args.device) / 2**20
+            rows.append(row)
+            print(f'[op] {task} {tuple(shape)}: fwd official '
+                  f'{row["official_fwd_ms"]:.2f} ms, mmsa '
+                  f'{row["mmsa_fwd_ms"]:.2f} ms ({row["path"]}); fwd+bwd '
+                  f'{row["official_fb_ms"]:.2f} / {row["mmsa_fb_ms"]:.2f} '
+                  f'ms; floor {floor * 1e3:.2f} ms', flush=True)
+            del x, xg, grad
+    return rows
+
+
+def officialize(model: nn.Module) -> nn.Module:
+    """Swap every mmsa SA in ``model`` for the official form."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, ShuffleAttention):
+                setattr(parent, name, OfficialSA(child))
+    return model
+
+
+def bench_backbones(args) -> List[dict]:
+    variants = {
+        'R50': dict(),
+        'SA-R50 (official form)': dict(attention=dict(type='SA',
+                                                      impl='reference')),
+        'SA-R50 (mmsa)': dict(attention=dict(type='SA')),
+    }
+    if not args.no_info:
+        for name in INFO_ATTENTIONS:
+            variants[f'{name}-R50'] = dict(attention=dict(type=name))
+    models = {}
+    for name, kwargs in variants.items():
+        torch.manual_seed(0)
+        model = AttnResNet(depth=50, **kwargs)
+        if name == 'SA-R50 (official form)':
+            officialize(model)
+        models[name] = model.to(args.device)
+    x = torch.randn(args.input, device=args.device)
+
+    def train_step(model):
+        def run():
+            model.train()
+            model.zero_grad(set_to_none=True)
+            sum(o.mean() for o in model(x)).backward()
+        return run
+
+    def infer(model):
+        def run():
+            model.eval()
+            with torch.no_grad():
+                model(x)
+        return run
+
+    repeat = max(3, args.repeat // 2)
+    warmup = max(1, args.warmup)
+    t_train = interleaved({k: train_step(m) for k, m in models.items()},
+                          args.device, repeat, warmup)
+    t_infer = interleaved({k: infer(m) for k, m in models.items()},
+                          args.device, repeat, warmup)
+    rows = []
+    for name in models:
+        row = dict(model=name, train_ms=t_train[name] * 1e3,
+                   infer_ms=t_infer[name] * 1e3,
+                   train_overhead=t_train[name] / t_train['R50'] - 1,
+                   infer_overhead=t_infer[name] / t_infer['R50'] - 1)
+        rows.append(row)
+        print(f'[backbone] {name}: train {row["train_ms"]:.0f} ms '
+              f'({row["train_overhead"]:+.1%}), inference '
+              f'{row["infer_ms"]:.0f} ms ({row["infer_overhead"]:+.1%})',
+              flush=True)
+    return rows
+
+
+def machine(device: str) -> str:
+    if device == 'cuda':
+        return torch.cuda.get_device_name()
+    return (f'{platform.processor() or platform.machine()}, '
+            f'{os.cpu_count()} cores, torch threads '
+            f'{torch.get_num_threads()}')
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        f'Machine: {result["machine"]}; torch {result["torch"]}; '
+        f'device {result["device"]}; copy bandwidth '
+        f'{result["bandwidth_gbs"]:.1f} GB/s (read + write).', '',
+        'Op level (ms; ratio to floor = 3 tensor passes at that bandwidth; '
+        'peak = allocated during fwd+bwd):', '',
+        '| input | shape (N,C,H,W) | floor | official fwd | mmsa fwd '
+        '(x floor) | official fwd+bwd | mmsa fwd+bwd (x floor) | '
+        'speed-up fwd / fwd+bwd | peak MiB official / mmsa |',
+        '|---|---|---|---|---|---|---|---|---|'
+    ]
+    for r in result['ops']:
+        fl = r['floor_ms']
+        lines.append(
+            f'| {r["task"]} | {tuple(r["shape"])} | {fl:.1f} | '
+            f'{r["official_fwd_ms"]:.1f} ({r["official_fwd_ms"] / fl:.1f}x) '
+            f'| {r["mmsa_fwd_ms"]:.1f} ({r["mmsa_fwd_ms"] / fl:.2f}x) | '
+            f'{r["official_fb_ms"]:.1f} ({r["official_fb_ms"] / fl:.1f}x) | '
+            f'{r["mmsa_fb_ms"]:.1f} ({r["mmsa_fb_ms"] / fl:.2f}x) | '
+            f'{r["official_fwd_ms"] / r["mmsa_fwd_ms"]:.1f}x / '
+            f'{r["official_fb_ms"] / r["mmsa_fb_ms"]:.1f}x | '
+            f'{r["official_peak_mib"]:.0f} / {r["mmsa_peak_mib"]:.0f} |')
+    lines += [
+        '', f'Backbone level (ResNet-50, input {tuple(result["input"])}; '
+        'overhead over plain R50 measured in the same run):', '',
+        '| backbone | train step ms | overhead | inference ms | overhead |',
+        '|---|---|---|---|---|'
+    ]
+    for r in result['backbones']:
+        lines.append(f'| {r["model"]} | {r["train_ms"]:.0f} | '
+                     f'{r["train_overhead"]:+.1%} | {r["infer_ms"]:.0f} | '
+                     f'{r["infer_overhead"]:+.1%} |')
+    return '\n'.join(lines) + '\n'
+
+
+def plot(result: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(13, 4.5))
+    ops = result['ops']
+    labels = [f'{r["task"]} C={r["shape"][1]}' for r in ops]
+    xs = range(len(ops))
+    width = 0.2
+    bars = [('official fwd', 'official_fwd_ms'), ('mmsa fwd', 'mmsa_fwd_ms'),
+            ('official fwd+bwd', 'official_fb_ms'),
+            ('mmsa fwd+bwd', 'mmsa_fb_ms')]
+    for i, (label, key) in enumerate(bars):
+        ax0.bar([x + (i - 1.5) * width for x in xs],
+                [r[key] / r['floor_ms'] for r in ops], width, label=label)
+    ax0.axhline(1, color='k', lw=0.8)
+    ax0.set_xticks(list(xs), labels, rotation=30, ha='right')
+    ax0.set_ylabel('time / floor (3 tensor passes)')
+    ax0.set_yscale('log')
+    ax0.set_title('SA op, ResNet-50 stage shapes')
+    ax0.legend(fontsize=8)
+    bb = result['backbones']
+    names = [r['model'] for r in bb]
+    ys = range(len(bb))
+    ax1.barh([y - 0.2 for y in ys], [100 * r['train_overhead'] for r in bb],
+             0.4, label='train step')
+    ax1.barh([y + 0.2 for y in ys], [100 * r['infer_overhead'] for r in bb],
+             0.4, label='inference')
+    ax1.set_yticks(list(ys), names)
+    ax1.invert_yaxis()
+    ax1.axvline(0, color='k', lw=0.8)
+    ax1.set_xlabel('% over plain ResNet-50')
+    ax1.set_title(f'Backbone, input {tuple(result["input"])}')
+    ax1.legend(fontsize=8)
+    fig.suptitle(f'{result["machine"]} ({result["device"]}), '
+                 f'{result["date"]}', fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--repeat', type=int, default=10,
+                        help='timed rounds per measurement (backbones: half)')
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--quick', action='store_true',
+                        help='small shapes and input, few rounds')
+    parser.add_argument('--input', type=int, nargs=4, default=None,
+                        metavar=('N', 'C', 'H', 'W'),
+                        help='backbone input; default 2 3 512 512')
+    parser.add_argument('--no-info', action='store_true',
+                        help='skip the SE/ECA/CBAM/SGE backbones')
+    parser.add_argument('--skip-ops', action='store_true')
+    parser.add_argument('--skip-backbones', action='store_true')
+    parser.add_argument('--out', help='write markdown (.md) or JSON (.json); '
+                        'other suffixes get both')
+    parser.add_argument('--plot', help='bar chart PNG')
+    args = parser.parse_args(argv)
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        parser.error('--device cuda: no CUDA device is available')
+    if args.quick:
+        args.repeat = min(args.repeat, 3)
+        args.warmup = min(args.warmup, 1)
+    if args.input is None:
+        args.input = [1, 3, 256, 256] if args.quick else [2, 3, 512, 512]
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    args = parse_args(argv)
+    bandwidth = copy_bandwidth(args.device, args.repeat)
+    print(f'copy bandwidth {bandwidth / 1e9:.1f} GB/s', flush=True)
+    result = dict(
+        date=datetime.date.today().isoformat(), machine=machine(args.device),
+        device=args.device, torch=torch.__version__,
+        command=' '.join([osp.relpath(sys.argv[0])] + sys.argv[1:]),
+        bandwidth_gbs=bandwidth / 1e9, input=args.input,
+        ops=[] if args.skip_ops else bench_ops(args, bandwidth),
+        backbones=[] if args.skip_backbones else bench_backbones(args))
+    table = markdown(result)
+    print(table)
+    if args.out:
+        stem, ext = osp.splitext(args.out)
+        if ext != '.json':
+            with open(stem + '.md' if ext != '.md' else args.out, 'w') as f:
+                f.write(table)
+        if ext != '.md':
+            with open(stem + '.json', 'w') as f:
+                json.dump(result, f, indent=1)
+    if args.plot:
+        plot(result, args.plot)
+    return result
+
+
+if __name__ == '__main__':
+    main()
