@@ -4,7 +4,7 @@
 ``custom_imports = dict(imports=['mmsa'], allow_failed_imports=False)`` in any
 mm config makes mmsa's types nameable.
 """
-from . import attention, models  # noqa: F401  (registration)
+from . import attention, engine, models  # noqa: F401  (registration)
 from .attention import build_attention
 from .utils.checkpoint import allow_mmengine_checkpoint_types
 from .version import __version__

@@ -1,80 +1,87 @@
-"""`make demo`: build the SA Faster R-CNN config and run it on an image.
+"""`make demo`: train and evaluate the SA Faster R-CNN demo on the CPU.
 
-Builds ``configs/faster_rcnn/faster-rcnn_r50-sa_fpn_1x_coco.py`` exactly as
-``tools/train.py`` would (no pretrained download: the backbone starts from
-its initialisation), compares it with the plain mmdet Faster R-CNN, and
-runs one inference on a synthetic 800x1333 image on the CPU. No training
-yet, so the boxes are those of an untrained detector.
+1. writes the synthetic demo data to ``data/demo`` (seconds; once);
+2. trains ``configs/demo/faster-rcnn_r18-sa_fpn_demo.py`` with
+   ``tools/train.py`` and evaluates on the held-out val split with the COCO
+   metric (pycocotools) at the end;
+3. draws the training curves and, for one val image, the detections and
+   the attention maps of an SA block.
+
+Everything lands in ``--work-dir`` (default ``work_dirs/demo``).
 """
 import argparse
+import json
+import os
 import os.path as osp
+import subprocess
+import sys
 import time
 
-import numpy as np
-import torch
-from mmengine.config import Config
-from mmengine.registry import init_default_scope
-
-import mmsa
-
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-DEFAULT_CONFIG = osp.join(ROOT, 'configs', 'faster_rcnn',
-                          'faster-rcnn_r50-sa_fpn_1x_coco.py')
+CONFIG = osp.join('configs', 'demo', 'faster-rcnn_r18-sa_fpn_demo.py')
+METRICS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s',
+           'bbox_mAP_m', 'bbox_mAP_l')
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('config', nargs='?', default=DEFAULT_CONFIG)
-    parser.add_argument('--seed', type=int, default=0)
-    return parser.parse_args()
-
-
-def count(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def build(cfg: Config, backbone_type: str = None) -> torch.nn.Module:
-    from mmdet.registry import MODELS
-    model_cfg = cfg.model.copy()
-    backbone = dict(model_cfg.backbone, init_cfg=None)
-    if backbone_type is not None:  # the plain mmdet backbone, same settings
-        backbone = dict(type=backbone_type, depth=backbone['depth'],
-                        num_stages=4, out_indices=(0, 1, 2, 3),
-                        frozen_stages=1, norm_eval=True, style='pytorch',
-                        norm_cfg=backbone['norm_cfg'])
-    model_cfg.backbone = backbone
-    model = MODELS.build(model_cfg)
-    model.init_weights()
-    return model.eval()
+def run(step: str, cmd) -> float:
+    print(f'\n==> {step}\n    {" ".join(cmd)}', flush=True)
+    start = time.perf_counter()
+    result = subprocess.run(cmd, cwd=ROOT)
+    if result.returncode:
+        sys.exit(f'make demo: step "{step}" failed (exit '
+                 f'{result.returncode}); see the output above')
+    return time.perf_counter() - start
 
 
 def main() -> None:
-    args = parse_args()
-    torch.manual_seed(args.seed)
-    init_default_scope('mmdet')
-    cfg = Config.fromfile(args.config)
-    print(f'mmsa {mmsa.__version__}: {osp.relpath(args.config, ROOT)}')
-    model = build(cfg)
-    plain = build(cfg, backbone_type='ResNet')
-    extra = count(model) - count(plain)
-    print(f'  attention modules: {model.backbone.attention_summary()}')
-    print(f'  parameters: {count(model):,} ({extra:+,} over plain '
-          f'Faster R-CNN R-50 FPN)')
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--work-dir', default='work_dirs/demo')
+    parser.add_argument('--config', default=CONFIG)
+    parser.add_argument('--data-root', default='data/demo')
+    args = parser.parse_args()
+    py = sys.executable
+    work_dir = args.work_dir
+    times = {}
+    start = time.perf_counter()
+    times['data'] = run('demo data', [
+        py, 'tools/make_demo_data.py', '--root', args.data_root])
+    times['train + eval'] = run('train and evaluate', [
+        py, 'tools/train.py', args.config, '--work-dir', work_dir])
+    finished = osp.join(ROOT, work_dir, 'finished.json')
+    with open(finished) as f:
+        state = json.load(f)
+    times['pictures'] = run('pictures', [
+        py, 'tools/analysis_tools/plot_curves.py', work_dir, '--out',
+        osp.join(work_dir, 'curves.png')])
+    image = osp.join(args.data_root, 'coco', 'val', 'val_00000.jpg')
+    times['pictures'] += run('attention maps', [
+        py, 'tools/analysis_tools/visualize_attention.py', args.config,
+        state['checkpoint'], image, '--out-dir', work_dir])
+    total = time.perf_counter() - start
 
-    from mmdet.apis import inference_detector
-    rng = np.random.default_rng(args.seed)
-    image = rng.integers(0, 256, (800, 1333, 3), dtype=np.uint8)
-    model.cfg = cfg
-    for name, net in (('SA', model), ('plain', plain)):
-        net.cfg = cfg
-        start = time.perf_counter()
-        with torch.no_grad():
-            result = inference_detector(net, image)
-        seconds = time.perf_counter() - start
-        print(f'  {name:5s} inference on 800x1333: {seconds:.2f} s, '
-              f'{len(result.pred_instances)} boxes (untrained weights)')
-    print('Training and COCO evaluation on bundled data arrive with the '
-          'end-to-end issue; see README.')
+    metrics = state['metrics'] or {}
+    print('\n' + '=' * 60)
+    print('SA Faster R-CNN demo, val split (COCO metric, pycocotools):')
+    for key in METRICS:
+        value = metrics.get(f'coco/{key}')
+        if value is not None and value >= 0:  # -1: no objects of that size
+            print(f'  {key:<12s} {value:.3f}')
+    print('\nwhere things are:')
+    print(f'  config + log    {work_dir}/<timestamp>/ (*.log, vis_data/)')
+    print(f'  checkpoint      {osp.relpath(state["checkpoint"], ROOT)}'
+          if osp.isabs(state['checkpoint']) else
+          f'  checkpoint      {state["checkpoint"]}')
+    print(f'  final metrics   {work_dir}/finished.json')
+    print(f'  pictures        {work_dir}/curves.png, '
+          f'{work_dir}/detections.png, {work_dir}/attention.png')
+    print('\ntime: ' + ', '.join(f'{k} {v:.0f}s' for k, v in times.items())
+          + f'; total {total:.0f}s')
+    os.makedirs(osp.join(ROOT, work_dir), exist_ok=True)
+    with open(osp.join(ROOT, work_dir, 'demo_summary.json'), 'w') as f:
+        json.dump(dict(metrics={k: metrics.get(f'coco/{k}')
+                                for k in METRICS},
+                       seconds={k: round(v, 1) for k, v in times.items()},
+                       total_seconds=round(total, 1)), f, indent=2)
 
 
 if __name__ == '__main__':

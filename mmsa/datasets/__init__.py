@@ -1,0 +1,3 @@
+from .demo_data import CLASSES, SEG_CLASSES, generate
+
+__all__ = ['CLASSES', 'SEG_CLASSES', 'generate']

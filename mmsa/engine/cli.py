@@ -1,0 +1,95 @@
+"""What ``tools/train.py`` and ``tools/test.py`` share.
+
+One pair of tools serves detection and segmentation configs: the config's
+``default_scope`` (``mmdet``/``mmseg``) picks the framework, as in
+mmdet's/mmseg's own tools.
+"""
+import json
+import os
+import os.path as osp
+import sys
+import traceback
+from typing import Callable, Optional
+
+import torch
+from mmengine.config import Config
+
+from .hooks import FAILED, FINISHED, write_state
+from .preflight import DatasetError
+
+# Errors caused by the user's input (config, files). They end the run with
+# one line; anything else keeps its traceback. MMSA_DEBUG=1 shows all.
+USER_ERRORS = (DatasetError, FileNotFoundError, KeyError, ValueError,
+               TypeError, ImportError, json.JSONDecodeError)
+
+
+def load_config(path: str, cfg_options: Optional[dict]) -> Config:
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'config file {path} does not exist')
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def set_work_dir(cfg: Config, work_dir: Optional[str], config: str) -> None:
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(config))[0])
+
+
+def set_launcher(cfg: Config, launcher: str) -> None:
+    """DDP on CPU needs gloo; the frameworks' default backend is nccl."""
+    cfg.launcher = launcher
+    if launcher != 'none' and not torch.cuda.is_available():
+        env_cfg = cfg.setdefault('env_cfg', {})
+        dist_cfg = env_cfg.setdefault('dist_cfg', {})
+        if dist_cfg.get('backend', 'nccl') == 'nccl':
+            dist_cfg['backend'] = 'gloo'
+
+
+def clear_run_state(work_dir: str) -> None:
+    """Forget a previous run's verdict before this run can fail."""
+    if is_main_process():
+        for name in (FINISHED, FAILED):
+            path = osp.join(work_dir, name)
+            if osp.exists(path):
+                os.remove(path)
+
+
+def build_runner(cfg: Config):
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    if 'runner_type' not in cfg:
+        return Runner.from_cfg(cfg)
+    return RUNNERS.build(cfg)
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get('RANK', '0')) == 0
+
+
+def run_cli(main: Callable[[], Optional[Config]],
+            work_dir_of: Callable[[], Optional[str]] = lambda: None) -> None:
+    """Run ``main``; a user error becomes one line on stderr and exit 1.
+
+    ``work_dir_of`` gives the work dir (if known yet) where ``failed.json``
+    records the error, so a partial work dir never looks finished.
+    """
+    try:
+        main()
+    except USER_ERRORS as err:
+        if os.environ.get('MMSA_DEBUG'):
+            raise
+        message = str(err.args[0]) if isinstance(err, KeyError) and \
+            err.args else str(err)
+        work_dir = work_dir_of()
+        if work_dir and osp.isdir(work_dir) and is_main_process():
+            write_state(work_dir, FAILED, dict(
+                error=type(err).__name__, message=message,
+                traceback=traceback.format_exc()))
+        print(f'error: {type(err).__name__}: {message}', file=sys.stderr)
+        print('(set MMSA_DEBUG=1 for the traceback)', file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,180 @@
+"""tools/train.py and tools/test.py end to end, as subprocesses."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from e2e_utils import (DET_CONFIGS, ROOT, SEG_CONFIG, check, data_options,
+                       read_json, run_tool)
+
+SHORT_DET = ['train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
+             'default_hooks.checkpoint.interval=1']
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('arch', sorted(DET_CONFIGS))
+def test_demo_detector_trains_and_evaluates(arch, tiny_data, tmp_path):
+    config = str(DET_CONFIGS[arch])
+    work = tmp_path / arch
+    check(run_tool(['tools/train.py', config, '--work-dir', str(work),
+                    '--cfg-options', *data_options(tiny_data), *SHORT_DET]))
+    state = read_json(work / 'finished.json')
+    assert state['epoch'] == 1 and state['iter'] == 4  # 16 images / 4
+    assert 0 <= state['metrics']['coco/bbox_mAP'] <= 1
+    ckpt = state['checkpoint']
+    check(run_tool(['tools/test.py', config, ckpt, '--work-dir',
+                    str(tmp_path / 'test'), '--cfg-options',
+                    *data_options(tiny_data)]))
+    metrics = read_json(tmp_path / 'test' / 'test_metrics.json')['metrics']
+    keys = ['coco/bbox_mAP', 'coco/bbox_mAP_50']
+    if arch == 'mask_rcnn':
+        keys.append('coco/segm_mAP')
+    for key in keys:
+        assert 0 <= metrics[key] <= 1, (key, metrics)
+    # the test run evaluates the same checkpoint the train run validated
+    assert metrics['coco/bbox_mAP'] == state['metrics']['coco/bbox_mAP']
+
+
+@pytest.mark.slow
+def test_demo_segmentor_trains_and_evaluates(tiny_data, tmp_path):
+    work = tmp_path / 'upernet'
+    check(run_tool(['tools/train.py', str(SEG_CONFIG), '--work-dir',
+                    str(work), '--cfg-options',
+                    *data_options(tiny_data, seg=True),
+                    'train_cfg.max_iters=6', 'train_cfg.val_interval=6',
+                    'default_hooks.checkpoint.interval=6',
+                    'param_scheduler.0.end=6']))
+    state = read_json(work / 'finished.json')
+    assert state['iter'] == 6 and 0 <= state['metrics']['mIoU'] <= 100
+    check(run_tool(['tools/test.py', str(SEG_CONFIG), state['checkpoint'],
+                    '--work-dir', str(tmp_path / 'test'), '--cfg-options',
+                    *data_options(tiny_data, seg=True)]))
+    metrics = read_json(tmp_path / 'test' / 'test_metrics.json')['metrics']
+    assert metrics['mIoU'] == state['metrics']['mIoU']
+    assert 0 <= metrics['aAcc'] <= 100
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_single_process_eval(tiny_data, tmp_path):
+    config = str(DET_CONFIGS['faster_rcnn'])
+    work = tmp_path / 'ddp'
+    torchrun = [sys.executable, '-m', 'torch.distributed.run',
+                '--nproc_per_node=2', '--master_port=29533']
+    result = subprocess.run(
+        torchrun + ['tools/train.py', config, '--launcher', 'pytorch',
+                    '--work-dir', str(work), '--cfg-options',
+                    *data_options(tiny_data), *SHORT_DET],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+        env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    check(result)
+    state = read_json(work / 'finished.json')
+    assert state['iter'] == 2  # 16 images / (2 processes x batch 4)
+    ddp_map = state['metrics']['coco/bbox_mAP']
+    check(run_tool(['tools/test.py', config, state['checkpoint'],
+                    '--work-dir', str(tmp_path / 'single'),
+                    '--cfg-options', *data_options(tiny_data)]))
+    single = read_json(tmp_path / 'single' / 'test_metrics.json')['metrics']
+    assert single['coco/bbox_mAP'] == ddp_map
+
+
+def _weights(path):
+    return torch.load(path, map_location='cpu', weights_only=True)[
+        'state_dict']
+
+
+@pytest.mark.slow
+def test_resume_after_kill_gives_same_weights_and_metrics(tiny_data,
+                                                          tmp_path):
+    import mmsa  # noqa: F401  (allow-lists mmengine's checkpoint types)
+    config = str(DET_CONFIGS['faster_rcnn'])
+    opts = ['--cfg-options', *data_options(tiny_data),
+            'train_cfg.max_epochs=3', 'train_cfg.val_interval=3',
+            'default_hooks.checkpoint.interval=1',
+            'default_hooks.checkpoint.max_keep_ckpts=3',
+            'param_scheduler.1.milestones=[2]']
+    full = tmp_path / 'full'
+    check(run_tool(['tools/train.py', config, '--work-dir', str(full),
+                    *opts]))
+
+    cut = tmp_path / 'cut'
+    proc = subprocess.Popen(
+        [sys.executable, 'tools/train.py', config, '--work-dir', str(cut),
+         *opts], cwd=ROOT, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while not (cut / 'epoch_2.pth').exists() and proc.poll() is None:
+        assert time.time() < deadline
+        time.sleep(0.2)
+    time.sleep(1.0)  # let the checkpoint file be complete
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (cut / 'finished.json').exists()
+    assert not (cut / 'epoch_3.pth').exists(), 'killed too late'
+    check(run_tool(['tools/train.py', config, '--work-dir', str(cut),
+                    '--resume', *opts]))
+
+    a, b = _weights(full / 'epoch_3.pth'), _weights(cut / 'epoch_3.pth')
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert read_json(full / 'finished.json')['metrics'] == \
+        read_json(cut / 'finished.json')['metrics']
+
+
+@pytest.mark.parametrize('damage,expected', [
+    ('missing_image', 'image file {root}/coco/val/val_00003.jpg'),
+    ('bad_json', 'annotation file {root}/coco/annotations/'
+     'instances_val.json is not COCO json'),
+    ('not_coco', "is not COCO json: missing key(s) ['images', "
+     "'annotations', 'categories']"),
+])
+def test_bad_data_ends_with_one_clear_error(damage, expected, tiny_data,
+                                            tmp_path):
+    root = tmp_path / 'data'
+    shutil.copytree(tiny_data, root)
+    if damage == 'missing_image':
+        (root / 'coco' / 'val' / 'val_00003.jpg').unlink()
+    else:
+        ann = root / 'coco' / 'annotations' / 'instances_val.json'
+        ann.write_text('{"images": [' if damage == 'bad_json' else '[1, 2]')
+    work = tmp_path / 'work'
+    work.mkdir()
+    (work / 'finished.json').write_text('{"stale": true}')
+    result = run_tool(['tools/train.py', str(DET_CONFIGS['faster_rcnn']),
+                       '--work-dir', str(work), '--cfg-options',
+                       *data_options(root)])
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines()
+              if line.startswith('error:')]
+    assert len(errors) == 1 and expected.format(root=root) in errors[0], \
+        result.stderr[-2000:]
+    assert 'Traceback' not in result.stderr
+    assert not (work / 'finished.json').exists()
+    assert read_json(work / 'failed.json')['error'] == 'DatasetError'
+
+
+def test_unknown_attention_in_config_names_key_and_choices(tiny_data,
+                                                           tmp_path):
+    result = run_tool([
+        'tools/train.py', str(DET_CONFIGS['faster_rcnn']), '--work-dir',
+        str(tmp_path / 'w'), '--cfg-options', *data_options(tiny_data),
+        'model.backbone.attention.type=Shuffle'
+    ])
+    assert result.returncode == 1
+    assert "Unknown attention type 'Shuffle'" in result.stderr
+    assert 'Available: ' in result.stderr and 'SA' in result.stderr
+    assert 'Traceback' not in result.stderr
+    assert not (tmp_path / 'w' / 'finished.json').exists()
+
+
+def test_missing_checkpoint_for_test_is_one_clear_error(tmp_path):
+    result = run_tool(['tools/test.py', str(DET_CONFIGS['faster_rcnn']),
+                       str(tmp_path / 'nope.pth'), '--work-dir',
+                       str(tmp_path)])
+    assert result.returncode == 1
+    assert f'checkpoint {tmp_path}/nope.pth does not exist' in result.stderr
+    assert 'Traceback' not in result.stderr
