@@ -1,6 +1,7 @@
 """Parameters and FLOPs of an mmsa config, or of the classification backbones.
 
     python tools/analysis_tools/get_flops.py CONFIG [--shape 800 1280]
+    python tools/analysis_tools/get_flops.py CONFIG [CONFIG ...] --markdown
     python tools/analysis_tools/get_flops.py --backbone-table [--shape 224]
 
 FLOPs are counted as in mmdet/mmseg's get_flops (mmengine's analyser, one
@@ -11,6 +12,7 @@ head, the setting of the papers' tables (ResNet-50: 4.12 GFLOPs, 25.56M).
 """
 import argparse
 import copy
+import os
 import sys
 from typing import List, Optional, Sequence
 
@@ -40,7 +42,9 @@ TABLE = [
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Get a model\'s FLOPs')
-    parser.add_argument('config', nargs='?', help='config file path')
+    parser.add_argument('config', nargs='*', help='config file path(s)')
+    parser.add_argument('--markdown', action='store_true',
+                        help='one markdown table row per config')
     parser.add_argument(
         '--shape', type=int, nargs='+', default=None,
         help='input size H [W]; default 800 1280 (detection), 512 512 '
@@ -52,8 +56,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         '--cfg-options', nargs='+', action=DictAction,
         help='override config settings, as in tools/train.py')
     args = parser.parse_args(argv)
-    if not args.backbone_table and args.config is None:
+    if not args.backbone_table and not args.config:
         parser.error('give a config, or --backbone-table')
+    if len(args.config) > 1 and not args.markdown:
+        parser.error('several configs need --markdown')
     return args
 
 
@@ -159,7 +165,16 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.backbone_table:
         print(backbone_table(args.depths, args.shape))
         return
-    r = config_complexity(args.config, args.shape, args.cfg_options)
+    if args.markdown:
+        print('| config | params (M) | FLOPs (G) | input |')
+        print('|---|---|---|---|')
+        for path in args.config:
+            r = config_complexity(path, args.shape, args.cfg_options)
+            print(f'| {os.path.basename(path)} | {r["params"] / 1e6:.2f} | '
+                  f'{r["flops"] / 1e9:.1f} | {r["shape"][0]}x'
+                  f'{r["shape"][1]} |', flush=True)
+        return
+    r = config_complexity(args.config[0], args.shape, args.cfg_options)
     split = '=' * 30
     print(f'{split}\nInput shape: (3, {r["shape"][0]}, {r["shape"][1]})\n'
           f'Flops: {r["flops"] / 1e9:.3f} G\n'
