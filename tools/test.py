@@ -13,6 +13,7 @@ from mmengine.config import ConfigDict, DictAction
 
 import mmsa  # noqa: F401  (registration; safe checkpoint loading)
 from mmsa.engine import check_datasets, write_state
+from mmsa.engine.hooks import to_scalar
 from mmsa.engine.cli import (build_runner, is_main_process, load_config,
                              run_cli, set_launcher, set_work_dir)
 
@@ -131,8 +132,7 @@ def main():
     if is_main_process():
         write_state(cfg.work_dir, 'test_metrics.json', dict(
             checkpoint=args.checkpoint,
-            metrics={k: float(v) if isinstance(v, (int, float)) else str(v)
-                     for k, v in metrics.items()}))
+            metrics={k: to_scalar(v) for k, v in metrics.items()}))
         print(json.dumps(metrics, default=str))
 
 

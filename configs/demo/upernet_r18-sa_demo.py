@@ -8,6 +8,7 @@ _base_ = [
 ]
 custom_imports = dict(imports=['mmsa'], allow_failed_imports=False)
 
+crop_size = (160, 160)  # as in the base, which children cannot read
 norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(
     pretrained=None,

@@ -41,13 +41,30 @@ def set_work_dir(cfg: Config, work_dir: Optional[str], config: str) -> None:
 
 
 def set_launcher(cfg: Config, launcher: str) -> None:
-    """DDP on CPU needs gloo; the frameworks' default backend is nccl."""
+    """Make DDP work on CPU: gloo instead of the frameworks' nccl.
+
+    mmengine 0.10.7 also calls ``torch.cuda.set_device`` when it starts a
+    torchrun (``pytorch``) process group, which a CPU-only torch cannot do;
+    the Runner skips that when a group exists, so we start it here.
+    """
     cfg.launcher = launcher
-    if launcher != 'none' and not torch.cuda.is_available():
-        env_cfg = cfg.setdefault('env_cfg', {})
-        dist_cfg = env_cfg.setdefault('dist_cfg', {})
-        if dist_cfg.get('backend', 'nccl') == 'nccl':
-            dist_cfg['backend'] = 'gloo'
+    if launcher == 'none' or torch.cuda.is_available():
+        return
+    # Assign, not setdefault: Config.setdefault returns a detached copy.
+    env_cfg = dict(cfg.get('env_cfg') or {})
+    dist_cfg = dict(env_cfg.get('dist_cfg') or {})
+    if dist_cfg.get('backend', 'nccl') == 'nccl':
+        dist_cfg['backend'] = 'gloo'
+    env_cfg['dist_cfg'] = dist_cfg
+    cfg.env_cfg = env_cfg
+    if launcher == 'pytorch' and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend=dist_cfg['backend'])
+    # mmengine passes device_ids=[LOCAL_RANK], which DDP rejects for CPU
+    # modules; a value in the config takes precedence over that default.
+    wrapper = dict(cfg.get('model_wrapper_cfg') or dict(
+        type='MMDistributedDataParallel', broadcast_buffers=False))
+    wrapper.setdefault('device_ids', None)
+    cfg.model_wrapper_cfg = wrapper
 
 
 def clear_run_state(work_dir: str) -> None:

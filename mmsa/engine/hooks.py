@@ -13,7 +13,8 @@ FINISHED = 'finished.json'
 FAILED = 'failed.json'
 
 
-def _scalar(value):
+def to_scalar(value):
+    """A metric as a JSON number (numpy floats included), else a string."""
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -52,8 +53,9 @@ class RunStateHook(Hook):
                     os.remove(path)
 
     def after_val_epoch(self, runner, metrics=None) -> None:
-        if metrics:
-            self.last_metrics = {k: _scalar(v) for k, v in metrics.items()}
+        # {} when the evaluator had nothing to score (e.g. no detections)
+        if metrics is not None:
+            self.last_metrics = {k: to_scalar(v) for k, v in metrics.items()}
 
     def after_train(self, runner) -> None:
         if not is_main_process():
