@@ -159,6 +159,25 @@ class AttentionResNetMixin:
             stage attention runs. Defaults to all but the last.
     """
 
+    def __init__(self,
+                 depth: int,
+                 attention: AttentionCfg = None,
+                 attention_stages: Optional[Sequence[bool]] = None,
+                 attention_position: str = 'after_conv3',
+                 attention_blocks: Union[str, Sequence[str]] = 'all',
+                 stage_attention: AttentionCfg = None,
+                 stage_attention_stages: Optional[Sequence[bool]] = None,
+                 **kwargs) -> None:
+        if depth not in self.arch_settings:
+            raise KeyError(f'{type(self).__name__}: invalid depth {depth}; '
+                           f'choose one of {sorted(self.arch_settings)}')
+        super().__init__(depth=depth, **kwargs)
+        self._restore_zero_init_residual(kwargs.get('init_cfg'),
+                                         kwargs.get('pretrained'))
+        self._init_attention(attention, attention_stages, attention_position,
+                             attention_blocks, stage_attention,
+                             stage_attention_stages)
+
     def _init_attention(self, attention: AttentionCfg,
                         attention_stages: Optional[Sequence[bool]],
                         attention_position: str,

@@ -1,12 +1,9 @@
 """Attention ResNet for MMDetection."""
-from typing import Optional, Sequence, Union
-
 from mmdet.models.backbones.resnet import BasicBlock, Bottleneck, ResNet
 
 from ...registry import MODELS
 from .attention_resnet import (AttentionBasicBlockMixin,
-                               AttentionBottleneckMixin, AttentionCfg,
-                               AttentionResNetMixin)
+                               AttentionBottleneckMixin, AttentionResNetMixin)
 
 
 class AttnBasicBlock(AttentionBasicBlockMixin, BasicBlock):
@@ -46,22 +43,3 @@ class AttnResNet(AttentionResNetMixin, ResNet):
         101: (AttnBottleneck, (3, 4, 23, 3)),
         152: (AttnBottleneck, (3, 8, 36, 3))
     }
-
-    def __init__(self,
-                 depth: int,
-                 attention: AttentionCfg = None,
-                 attention_stages: Optional[Sequence[bool]] = None,
-                 attention_position: str = 'after_conv3',
-                 attention_blocks: Union[str, Sequence[str]] = 'all',
-                 stage_attention: AttentionCfg = None,
-                 stage_attention_stages: Optional[Sequence[bool]] = None,
-                 **kwargs) -> None:
-        if depth not in self.arch_settings:
-            raise KeyError(f'AttnResNet: invalid depth {depth}; choose one of '
-                           f'{sorted(self.arch_settings)}')
-        super().__init__(depth=depth, **kwargs)
-        self._restore_zero_init_residual(kwargs.get('init_cfg'),
-                                         kwargs.get('pretrained'))
-        self._init_attention(attention, attention_stages, attention_position,
-                             attention_blocks, stage_attention,
-                             stage_attention_stages)

@@ -1,12 +1,9 @@
 """Attention ResNets for MMSegmentation (7x7 stem, V1c and V1d)."""
-from typing import Optional, Sequence, Union
-
 from mmseg.models.backbones.resnet import BasicBlock, Bottleneck, ResNet
 
 from ...registry import MODELS
 from .attention_resnet import (AttentionBasicBlockMixin,
-                               AttentionBottleneckMixin, AttentionCfg,
-                               AttentionResNetMixin)
+                               AttentionBottleneckMixin, AttentionResNetMixin)
 
 
 class SegAttnBasicBlock(AttentionBasicBlockMixin, BasicBlock):
@@ -43,25 +40,6 @@ class AttnResNetSeg(AttentionResNetMixin, ResNet):
         101: (SegAttnBottleneck, (3, 4, 23, 3)),
         152: (SegAttnBottleneck, (3, 8, 36, 3))
     }
-
-    def __init__(self,
-                 depth: int,
-                 attention: AttentionCfg = None,
-                 attention_stages: Optional[Sequence[bool]] = None,
-                 attention_position: str = 'after_conv3',
-                 attention_blocks: Union[str, Sequence[str]] = 'all',
-                 stage_attention: AttentionCfg = None,
-                 stage_attention_stages: Optional[Sequence[bool]] = None,
-                 **kwargs) -> None:
-        if depth not in self.arch_settings:
-            raise KeyError(f'{type(self).__name__}: invalid depth {depth}; '
-                           f'choose one of {sorted(self.arch_settings)}')
-        super().__init__(depth=depth, **kwargs)
-        self._restore_zero_init_residual(kwargs.get('init_cfg'),
-                                         kwargs.get('pretrained'))
-        self._init_attention(attention, attention_stages, attention_position,
-                             attention_blocks, stage_attention,
-                             stage_attention_stages)
 
 
 @MODELS.register_module()
