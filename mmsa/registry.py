@@ -65,16 +65,21 @@ def register_unavailable(name: str, package: str, extra: str,
 def build_model(cfg: dict):
     """Build ``cfg`` from ``MODELS`` under the current default scope.
 
-    Outside a runner (no default scope) a type that only mmdet or mmseg
-    registers (``FPN``) is looked up as ``mmdet.FPN``/``mmseg.FPN`` too.
+    A type the current scope does not know (``FPN`` outside a runner, or
+    under the ``mmengine`` scope) is looked up as ``mmdet.FPN`` /
+    ``mmseg.FPN`` too.
     """
     from mmengine.registry import DefaultScope
     type_ = cfg['type']
-    if (DefaultScope.get_current_instance() is None
-            and isinstance(type_, str) and '.' not in type_
-            and MODELS.get(type_) is None):
-        for scope in ('mmdet', 'mmseg'):
-            if framework_available(scope) and \
-                    MODELS.get(f'{scope}.{type_}') is not None:
-                return MODELS.build(dict(cfg, type=f'{scope}.{type_}'))
+    if isinstance(type_, str) and '.' not in type_:
+        current = DefaultScope.get_current_instance()
+        scope = current.scope_name if current is not None else None
+        with MODELS.switch_scope_and_registry(scope) as registry:
+            known = registry.get(type_) is not None
+        if not known:
+            for framework in ('mmdet', 'mmseg'):
+                if framework_available(framework) and \
+                        MODELS.get(f'{framework}.{type_}') is not None:
+                    return MODELS.build(dict(cfg,
+                                             type=f'{framework}.{type_}'))
     return MODELS.build(cfg)

@@ -45,6 +45,11 @@ def _convert_file(tmp_path, source, src_obj, **kwargs):
 def _load_backbone(path, meta):
     cfg = dict(meta['backbone'])
     assert cfg.pop('type') == 'AttnResNet'
+    attention = cfg.get('attention')
+    if isinstance(attention, dict) and attention.get('type') == 'SA':
+        # These tests check the key mapping: SA's reference path sums as the
+        # official code does. Fused vs reference is tests/test_ops' job.
+        cfg['attention'] = dict(attention, impl='reference')
     backbone = AttnResNet(**cfg,
                           init_cfg=dict(type='Pretrained',
                                         checkpoint=str(path)))

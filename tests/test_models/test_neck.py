@@ -69,3 +69,13 @@ def test_per_level_configs_and_skipped_levels():
 def test_missing_channels_are_explained():
     with pytest.raises(ValueError, match='needs in_channels'):
         AttnNeck(neck=None, attention=dict(type='SE'))
+
+
+@pytest.mark.parametrize('scope', ['mmengine', 'mmdet'])
+def test_inner_neck_found_whatever_the_default_scope(scope):
+    """A runner (or an earlier test) may leave another default scope set;
+    FPN lives in mmdet's registry and must still be found."""
+    from mmengine.registry import DefaultScope
+    DefaultScope.get_instance(f'mmsa-test-{scope}', scope_name=scope)
+    hooked = AttnNeck(neck=FPN_CFG, attention=dict(type='SA'))
+    assert type(hooked.neck).__name__ == 'FPN'
