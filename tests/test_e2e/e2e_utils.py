@@ -12,6 +12,7 @@ DET_CONFIGS = {
     'faster_rcnn': DEMO / 'faster-rcnn_r18-sa_fpn_demo.py',
     'retinanet': DEMO / 'retinanet_r18-sa_fpn_demo.py',
     'mask_rcnn': DEMO / 'mask-rcnn_r18-sa_fpn_demo.py',
+    'van': DEMO / 'faster-rcnn_van-b0_fpn_demo.py',
 }
 SEG_CONFIG = DEMO / 'upernet_r18-sa_demo.py'
 
