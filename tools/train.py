@@ -10,9 +10,9 @@ import os.path as osp
 from mmengine.config import DictAction
 
 import mmsa  # noqa: F401  (registration; safe checkpoint loading)
-from mmsa.engine import check_datasets
-from mmsa.engine.cli import (build_runner, clear_run_state, load_config,
-                             run_cli, set_launcher, set_work_dir)
+from mmsa.engine import check_datasets, clear_run_state
+from mmsa.engine.cli import (build_runner, load_config, run_cli,
+                             set_launcher, set_work_dir)
 
 STATE = {}
 

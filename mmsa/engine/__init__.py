@@ -1,6 +1,8 @@
 from .hooks import (FAILED, FINISHED, EpochSeedHook, RunStateHook,
-                    write_state)
+                    clear_run_state, write_state)
 from .preflight import DatasetError, check_datasets
 
-__all__ = ['RunStateHook', 'EpochSeedHook', 'write_state', 'FINISHED', 'FAILED',
-           'DatasetError', 'check_datasets']
+__all__ = [
+    'RunStateHook', 'EpochSeedHook', 'clear_run_state', 'write_state',
+    'FINISHED', 'FAILED', 'DatasetError', 'check_datasets'
+]

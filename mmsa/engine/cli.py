@@ -14,7 +14,7 @@ from typing import Callable, Optional
 import torch
 from mmengine.config import Config
 
-from .hooks import FAILED, FINISHED, write_state
+from .hooks import FAILED, write_state
 from .preflight import DatasetError
 
 # Errors caused by the user's input (config, files). They end the run with
@@ -65,15 +65,6 @@ def set_launcher(cfg: Config, launcher: str) -> None:
         type='MMDistributedDataParallel', broadcast_buffers=False))
     wrapper.setdefault('device_ids', None)
     cfg.model_wrapper_cfg = wrapper
-
-
-def clear_run_state(work_dir: str) -> None:
-    """Forget a previous run's verdict before this run can fail."""
-    if is_main_process():
-        for name in (FINISHED, FAILED):
-            path = osp.join(work_dir, name)
-            if osp.exists(path):
-                os.remove(path)
 
 
 def build_runner(cfg: Config):

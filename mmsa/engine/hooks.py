@@ -21,6 +21,19 @@ def to_scalar(value):
         return str(value)
 
 
+def clear_run_state(work_dir: str) -> None:
+    """Forget a previous run's verdict before this run can fail.
+
+    Safe to call from every rank: a marker another rank removed first is
+    simply gone.
+    """
+    for name in (FINISHED, FAILED):
+        try:
+            os.remove(osp.join(work_dir, name))
+        except FileNotFoundError:
+            pass
+
+
 def write_state(work_dir: str, name: str, payload: Dict) -> str:
     path = osp.join(work_dir, name)
     tmp = path + '.tmp'
@@ -47,10 +60,7 @@ class RunStateHook(Hook):
 
     def before_run(self, runner) -> None:
         if is_main_process():
-            for name in (FINISHED, FAILED):
-                path = osp.join(runner.work_dir, name)
-                if osp.exists(path):
-                    os.remove(path)
+            clear_run_state(runner.work_dir)
 
     def after_val_epoch(self, runner, metrics=None) -> None:
         # {} when the evaluator had nothing to score (e.g. no detections)
