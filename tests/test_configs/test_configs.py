@@ -20,6 +20,11 @@ PAPER_CONFIGS = sorted(
     if p.parent.name in ('faster_rcnn', 'retinanet', 'mask_rcnn', 'upernet'))
 DET = [p for p in PAPER_CONFIGS if p.parent.name != 'upernet']
 SEG = [p for p in PAPER_CONFIGS if p.parent.name == 'upernet']
+VAN_DET = sorted((CONFIGS / 'van').glob('*_coco.py'))
+VAN_SEG = sorted((CONFIGS / 'van').glob('upernet_*.py'))
+# Stage widths of the VAN paper's variants, written out independently.
+VAN_WIDTHS = {'b0': (32, 64, 160, 256), 'b1': (64, 128, 320, 512),
+              'b2': (64, 128, 320, 512), 'b3': (64, 128, 320, 512)}
 ALL_CONFIGS = sorted(p for p in CONFIGS.rglob('*.py')
                      if '_base_' not in p.parts)
 
@@ -58,6 +63,11 @@ def build(path: Path):
 
 
 def test_config_inventory():
+    van = {p.name for p in VAN_DET + VAN_SEG}
+    for arch in ('b0', 'b1', 'b2', 'b3'):
+        assert f'retinanet_van-{arch}_fpn_1x_coco.py' in van
+        assert f'mask-rcnn_van-{arch}_fpn_1x_coco.py' in van
+        assert f'upernet_van-{arch}_4xb4-160k_ade20k-512x512.py' in van
     names = {p.name for p in PAPER_CONFIGS}
     for det in ('faster-rcnn', 'retinanet', 'mask-rcnn'):
         for depth in ('r50', 'r101'):
@@ -153,6 +163,52 @@ def test_upernet_schedule_is_ade20k(path):
     depth = 101 if '_r101' in path.name else 50
     assert cfg.model.backbone.depth == depth
     assert cfg.model.pretrained == f'open-mmlab://resnet{depth}_v1c'
+
+
+@pytest.mark.parametrize('path', VAN_DET, ids=_ids(VAN_DET))
+def test_van_detection_schedule_is_adamw_1x(path):
+    cfg = Config.fromfile(str(path))
+    opt = cfg.optim_wrapper.optimizer
+    # _delete_ must have dropped SGD's momentum.
+    assert dict(opt) == dict(
+        type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05)
+    assert cfg.train_cfg.max_epochs == 12
+    step = _scheduler(cfg, 'MultiStepLR')
+    assert step.milestones == [8, 11] and step.gamma == 0.1
+    warmup = _scheduler(cfg, 'LinearLR')
+    assert warmup.end == 1000 and not warmup.by_epoch
+    assert cfg.train_dataloader.batch_size == 2
+    assert cfg.auto_scale_lr.base_batch_size == 16
+    arch = path.name.split('_van-')[1][:2]
+    backbone = cfg.model.backbone
+    # Stochastic depth as the official downstream code: 0.3 for B3.
+    assert (backbone.type, backbone.arch, backbone.drop_path_rate) == \
+        ('VAN', arch, 0.3 if arch == 'b3' else 0.1)
+    assert backbone.norm_cfg.type == 'SyncBN'
+    assert backbone.init_cfg.checkpoint == f'pretrained/van_{arch}_mmsa.pth'
+    assert tuple(cfg.model.neck.in_channels) == VAN_WIDTHS[arch]
+
+
+@pytest.mark.parametrize('path', VAN_SEG, ids=_ids(VAN_SEG))
+def test_van_upernet_schedule_is_the_official_one(path):
+    cfg = Config.fromfile(str(path))
+    opt = cfg.optim_wrapper.optimizer
+    assert dict(opt) == dict(
+        type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01)
+    assert cfg.optim_wrapper.paramwise_cfg.custom_keys.norm.decay_mult == 0.
+    warmup = _scheduler(cfg, 'LinearLR')
+    assert (warmup.start_factor, warmup.end) == (1e-6, 1500)
+    poly = _scheduler(cfg, 'PolyLR')
+    assert (poly.power, poly.eta_min, poly.begin, poly.end) == \
+        (1.0, 0.0, 1500, 160000)
+    assert cfg.train_cfg.max_iters == 160000
+    assert cfg.train_dataloader.batch_size == 4  # x 4 GPUs = 16
+    arch = path.name.split('_van-')[1][:2]
+    backbone = cfg.model.backbone
+    assert (backbone.type, backbone.arch, backbone.drop_path_rate) == \
+        ('VAN', arch, 0.3 if arch == 'b3' else 0.1)
+    assert tuple(cfg.model.decode_head.in_channels) == VAN_WIDTHS[arch]
+    assert cfg.model.auxiliary_head.in_channels == VAN_WIDTHS[arch][2]
 
 
 def test_attention_swaps_from_the_command_line():

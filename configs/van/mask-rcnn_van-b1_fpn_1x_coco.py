@@ -1,0 +1,12 @@
+# VAN-B1 as the Mask R-CNN backbone, COCO 1x; everything else as the
+# B2 config (AdamW schedule, SyncBN, no frozen stages).
+# Pretrained weights:
+#   python tools/model_converters/van2mmsa.py van_small_811.pth.tar \
+#       pretrained/van_b1_mmsa.pth
+_base_ = './mask-rcnn_van-b2_fpn_1x_coco.py'
+
+model = dict(
+    backbone=dict(
+        arch='b1',
+        init_cfg=dict(
+            type='Pretrained', checkpoint='pretrained/van_b1_mmsa.pth')))

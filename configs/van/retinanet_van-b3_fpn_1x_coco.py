@@ -1,0 +1,13 @@
+# VAN-B3 as the RetinaNet backbone, COCO 1x; everything else as the
+# B2 config (AdamW schedule, SyncBN, no frozen stages).
+# Pretrained weights:
+#   python tools/model_converters/van2mmsa.py van_large_839.pth.tar \
+#       pretrained/van_b3_mmsa.pth
+_base_ = './retinanet_van-b2_fpn_1x_coco.py'
+
+model = dict(
+    backbone=dict(
+        arch='b3',
+        drop_path_rate=0.3,  # official B3 setting
+        init_cfg=dict(
+            type='Pretrained', checkpoint='pretrained/van_b3_mmsa.pth')))
