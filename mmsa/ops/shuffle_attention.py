@@ -120,38 +120,21 @@ class _SAFusedFunction(torch.autograd.Function):
     @staticmethod
     @torch.amp.custom_fwd(device_type='cpu', cast_inputs=torch.float32)
     def forward(ctx, x, groups, eps, *params):
-        flat = [p.detach().reshape(-1).to(x.dtype).contiguous()
-                for p in params]
+        # (1, k, 1, 1) and (k,) parameters are both k contiguous values
+        params = [p.detach().to(x.dtype).contiguous() for p in params]
         x = x.contiguous()
-        out, mean, rstd = _ext.forward(x, flat, groups, eps)
-        ctx.save_for_backward(x, mean, rstd, *flat)
+        out, mean, rstd = _ext.forward(x, params, groups, eps)
+        ctx.save_for_backward(x, mean, rstd, *params)
         ctx.groups = groups
-        ctx.param_meta = [(p.shape, p.dtype) for p in params]
         return out
 
     @staticmethod
     @once_differentiable
     @torch.amp.custom_bwd(device_type='cpu')
     def backward(ctx, grad_out):
-        x, mean, rstd, *flat = ctx.saved_tensors
-        groups = ctx.groups
-        dx, p0, p1 = _ext.backward(grad_out.contiguous(), x, mean, rstd,
-                                   flat, groups)
-        n, c = p0.shape
-        # per-plane partial sums -> (half, k): sum over samples and groups
-        p0 = p0.view(n, groups, 2, c // (2 * groups)).sum((0, 1))
-        p1 = p1.view(n, groups, 2, c // (2 * groups)).sum((0, 1))
-        _, _, sw, _, gw, gb = (p.double() for p in flat)
-        grads = (
-            p1[0],  # cweight: sum of dz * mean
-            p0[0],  # cbias: sum of dz
-            gw * p1[1] + gb * p0[1],  # sweight: sum of d * (gw*xhat + gb)
-            p0[1],  # sbias: sum of d
-            sw * p1[1],  # gn.weight: sum of d * sw * xhat
-            sw * p0[1],  # gn.bias: sum of d * sw
-        )
-        grads = [g.to(dtype).reshape(shape)
-                 for g, (shape, dtype) in zip(grads, ctx.param_meta)]
+        x, mean, rstd, *params = ctx.saved_tensors
+        dx, *grads = _ext.backward(grad_out.contiguous(), x, mean, rstd,
+                                   params, ctx.groups)
         return (dx, None, None, *grads)
 
 

@@ -1,4 +1,8 @@
 """The fused SA kernel against the reference composition."""
+import os
+import subprocess
+import sys
+from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -148,3 +152,43 @@ def test_unavailable_kernel_falls_back_with_one_log_line():
 def test_sa_rejects_unknown_impl():
     with pytest.raises(ValueError, match=r"impl must be one of \('auto'"):
         ShuffleAttention(64, groups=8, impl='triton')
+
+
+@needs_kernel
+def test_isa_in_use_follows_mmsa_sa_isa():
+    want = os.environ.get('MMSA_SA_ISA')
+    assert sa_ops._ext.isa() == (want or sa_ops._ext.supported_isas()[0])
+
+
+@needs_kernel
+@pytest.mark.parametrize('isa', ['avx512', 'avx2', 'default'])
+def test_kernels_of_each_isa_against_reference(isa):
+    """The other ISAs' kernels run only on other CPUs unless forced."""
+    if os.environ.get('MMSA_SA_ISA'):
+        pytest.skip('already inside a forced-ISA run')
+    if isa not in sa_ops._ext.supported_isas():
+        pytest.skip(f'this CPU/build has no {isa}')
+    select = ('fused_forward_and_grads or float64 or official_init or '
+              'isa_in_use')
+    proc = subprocess.run(
+        [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
+         __file__, '-k', select],
+        env={**os.environ, 'MMSA_SA_ISA': isa},
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert ' passed' in proc.stdout and 'skipped' not in proc.stdout
+
+
+@needs_kernel
+def test_unknown_isa_is_one_clear_error():
+    code = ('import torch; from mmsa.ops import sa_fused; '
+            'x = torch.randn(1, 8, 2, 2); '
+            'p = [torch.randn(1, 2, 1, 1)] * 4 + [torch.randn(2)] * 2; '
+            'sa_fused(x, 2, *p)')
+    proc = subprocess.run([sys.executable, '-c', code],
+                          env={**os.environ, 'MMSA_SA_ISA': 'sse9'},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert ("MMSA_SA_ISA must be avx512, avx2 or default, got 'sse9'"
+            in proc.stderr)

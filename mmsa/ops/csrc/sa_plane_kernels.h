@@ -91,9 +91,11 @@ SA_TARGET void plane_forward(const float* x, float* y, int64_t m, float a,
 
 // With d = g * x * s * (1 - s), s = sigmoid(a * x + b): sum(d), sum(d * x).
 // For a = 0 the same sums are s(1-s) * sum(g * x) and s(1-s) * sum(g*x*x).
+// For a != 0 the gates are also written to s_out (m values), so that
+// plane_backward_dx does not evaluate the sigmoid again.
 SA_TARGET void plane_backward_sums(const float* g, const float* x, int64_t m,
                                    float a, float b, double* sum_d,
-                                   double* sum_dx) {
+                                   double* sum_dx, float* s_out) {
   double sd = 0, sdx = 0;
   if (a == 0.0f) {
     const double s = sigmoid(b);
@@ -107,11 +109,11 @@ SA_TARGET void plane_backward_sums(const float* g, const float* x, int64_t m,
     *sum_dx = sdx * s * (1 - s);
     return;
   }
-  float s[kChunk];
   for (int64_t i0 = 0; i0 < m; i0 += kChunk) {
     const int64_t len = m - i0 < kChunk ? m - i0 : kChunk;
     const float* xc = x + i0;
     const float* gc = g + i0;
+    float* s = s_out + i0;
     gates(xc, len, a, b, s);
 #pragma omp simd reduction(+ : sd, sdx)
     for (int64_t i = 0; i < len; ++i) {
@@ -124,26 +126,19 @@ SA_TARGET void plane_backward_sums(const float* g, const float* x, int64_t m,
   *sum_dx = sdx;
 }
 
-// dx = g * s + a * d + alpha * x + beta.
-SA_TARGET void plane_backward_dx(const float* g, const float* x, float* dx,
-                                 int64_t m, float a, float b, float alpha,
-                                 float beta) {
+// dx = g * s + a * d + alpha * x + beta, with s the gates plane_backward_sums
+// wrote (a != 0) or sigmoid(b) (a = 0).
+SA_TARGET void plane_backward_dx(const float* g, const float* x,
+                                 const float* s, float* dx, int64_t m,
+                                 float a, float b, float alpha, float beta) {
   if (a == 0.0f) {
-    const float s = sigmoid(b);
-    for (int64_t i = 0; i < m; ++i) dx[i] = g[i] * s + alpha * x[i] + beta;
+    const float s0 = sigmoid(b);
+    for (int64_t i = 0; i < m; ++i) dx[i] = g[i] * s0 + alpha * x[i] + beta;
     return;
   }
-  float s[kChunk];
-  for (int64_t i0 = 0; i0 < m; i0 += kChunk) {
-    const int64_t len = m - i0 < kChunk ? m - i0 : kChunk;
-    const float* xc = x + i0;
-    const float* gc = g + i0;
-    float* dxc = dx + i0;
-    gates(xc, len, a, b, s);
-    for (int64_t i = 0; i < len; ++i) {
-      const float d = gc[i] * xc[i] * s[i] * (1.0f - s[i]);
-      dxc[i] = gc[i] * s[i] + a * d + alpha * xc[i] + beta;
-    }
+  for (int64_t i = 0; i < m; ++i) {
+    const float d = g[i] * x[i] * s[i] * (1.0f - s[i]);
+    dx[i] = g[i] * s[i] + a * d + alpha * x[i] + beta;
   }
 }
 

@@ -9,14 +9,23 @@
 // second read of the plane comes from cache. Backward is the same shape:
 // one pass for two per-plane sums, one pass writing dx.
 //
-// Layout: contiguous NCHW; float32 (vectorised, ISA picked at run time) and
-// float64 (scalar, for gradcheck).
+// Layout: contiguous NCHW; float32 (vectorised, ISA picked at run time:
+// AVX-512, AVX2+FMA or the compiler's default) and float64 (scalar, for
+// gradcheck).
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #define SA_TARGET
 #define SA_NS sa_default
@@ -31,6 +40,13 @@
 #include "sa_plane_kernels.h"
 #undef SA_TARGET
 #undef SA_NS
+// 16 lanes: the sigmoid makes the spatial half compute-bound with AVX2.
+#define SA_TARGET \
+  __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")))
+#define SA_NS sa_avx512
+#include "sa_plane_kernels.h"
+#undef SA_TARGET
+#undef SA_NS
 #endif
 
 namespace {
@@ -39,16 +55,51 @@ struct FloatKernels {
   void (*stats)(const float*, int64_t, double*, double*);
   void (*forward)(const float*, float*, int64_t, float, float);
   void (*sums)(const float*, const float*, int64_t, float, float, double*,
-               double*);
-  void (*dx)(const float*, const float*, float*, int64_t, float, float, float,
-             float);
+               double*, float*);
+  void (*dx)(const float*, const float*, const float*, float*, int64_t, float,
+             float, float, float);
   const char* isa;
 };
 
-FloatKernels pick_float_kernels() {
+std::vector<std::string> supported_isas() {
+  std::vector<std::string> isas;
 #ifdef SA_HAVE_AVX2
   __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512dq") &&
+      __builtin_cpu_supports("avx512bw")) {
+    isas.push_back("avx512");
+  }
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    isas.push_back("avx2");
+  }
+#endif
+  isas.push_back("default");
+  return isas;
+}
+
+// The best ISA this CPU runs, or MMSA_SA_ISA (to test or compare the
+// others).
+FloatKernels pick_float_kernels() {
+  const std::vector<std::string> isas = supported_isas();
+  std::string isa = isas.front();
+  if (const char* want = std::getenv("MMSA_SA_ISA")) {
+    isa = want;
+    TORCH_CHECK(isa == "avx512" || isa == "avx2" || isa == "default",
+                "MMSA_SA_ISA must be avx512, avx2 or default, got '", isa,
+                "'");
+    TORCH_CHECK(std::find(isas.begin(), isas.end(), isa) != isas.end(),
+                "MMSA_SA_ISA=", isa, ": this CPU or build does not support ",
+                "it; unset MMSA_SA_ISA or pick one of ",
+                c10::Join(", ", isas));
+  }
+#ifdef SA_HAVE_AVX2
+  if (isa == "avx512") {
+    return {sa_avx512::plane_stats, sa_avx512::plane_forward,
+            sa_avx512::plane_backward_sums, sa_avx512::plane_backward_dx,
+            "avx512"};
+  }
+  if (isa == "avx2") {
     return {sa_avx2::plane_stats, sa_avx2::plane_forward,
             sa_avx2::plane_backward_sums, sa_avx2::plane_backward_dx, "avx2"};
   }
@@ -81,11 +132,12 @@ void forward_d(const double* x, double* y, int64_t m, double a, double b) {
 }
 
 void sums_d(const double* g, const double* x, int64_t m, double a, double b,
-            double* sum_d, double* sum_dx) {
+            double* sum_d, double* sum_dx, double* s_out) {
   double sd = 0, sdx = 0;
   for (int64_t i = 0; i < m; ++i) {
     const double s = sigmoid_d(a * x[i] + b);
     const double d = g[i] * x[i] * s * (1 - s);
+    s_out[i] = s;
     sd += d;
     sdx += d * x[i];
   }
@@ -93,12 +145,11 @@ void sums_d(const double* g, const double* x, int64_t m, double a, double b,
   *sum_dx = sdx;
 }
 
-void dx_d(const double* g, const double* x, double* dx, int64_t m, double a,
-          double b, double alpha, double beta) {
+void dx_d(const double* g, const double* x, const double* s, double* dx,
+          int64_t m, double a, double /*b*/, double alpha, double beta) {
   for (int64_t i = 0; i < m; ++i) {
-    const double s = sigmoid_d(a * x[i] + b);
-    const double d = g[i] * x[i] * s * (1 - s);
-    dx[i] = g[i] * s + a * d + alpha * x[i] + beta;
+    const double d = g[i] * x[i] * s[i] * (1 - s[i]);
+    dx[i] = g[i] * s[i] + a * d + alpha * x[i] + beta;
   }
 }
 
@@ -114,12 +165,12 @@ struct Kernels<float> {
     float_kernels().forward(x, y, m, a, b);
   }
   static void sums(const float* g, const float* x, int64_t m, float a, float b,
-                   double* sd, double* sdx) {
-    float_kernels().sums(g, x, m, a, b, sd, sdx);
+                   double* sd, double* sdx, float* s) {
+    float_kernels().sums(g, x, m, a, b, sd, sdx, s);
   }
-  static void dx(const float* g, const float* x, float* dx, int64_t m, float a,
-                 float b, float alpha, float beta) {
-    float_kernels().dx(g, x, dx, m, a, b, alpha, beta);
+  static void dx(const float* g, const float* x, const float* s, float* dx,
+                 int64_t m, float a, float b, float alpha, float beta) {
+    float_kernels().dx(g, x, s, dx, m, a, b, alpha, beta);
   }
 };
 
@@ -133,12 +184,13 @@ struct Kernels<double> {
     forward_d(x, y, m, a, b);
   }
   static void sums(const double* g, const double* x, int64_t m, double a,
-                   double b, double* sd, double* sdx) {
-    sums_d(g, x, m, a, b, sd, sdx);
+                   double b, double* sd, double* sdx, double* s) {
+    sums_d(g, x, m, a, b, sd, sdx, s);
   }
-  static void dx(const double* g, const double* x, double* dx, int64_t m,
-                 double a, double b, double alpha, double beta) {
-    dx_d(g, x, dx, m, a, b, alpha, beta);
+  static void dx(const double* g, const double* x, const double* s,
+                 double* dx, int64_t m, double a, double b, double alpha,
+                 double beta) {
+    dx_d(g, x, s, dx, m, a, b, alpha, beta);
   }
 };
 
@@ -169,6 +221,28 @@ inline void coefficients(const PlaneMap& p, double mean, double rstd,
   }
 }
 
+// at::empty_like(x), with transparent huge pages asked for when large.
+// glibc serves blocks of 32 MiB and more by a fresh mmap on every call, so
+// each call would take a page fault per 4 KiB on first touch (~60 ms for a
+// 137 MB output on the 2-core box); 2 MiB pages cut that about threefold.
+// The hint dies with the mapping; smaller blocks come from the heap,
+// already faulted in.
+at::Tensor empty_output(const at::Tensor& x) {
+  auto out = at::empty_like(x);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t(1) << 21;
+  const size_t bytes = out.nbytes();
+  if (bytes >= (size_t(32) << 20)) {
+    const uintptr_t p = reinterpret_cast<uintptr_t>(out.data_ptr());
+    const uintptr_t lo = (p + kHuge - 1) & ~(kHuge - 1);
+    const uintptr_t hi = (p + bytes) & ~(kHuge - 1);
+    // Only a hint: with THP off or unsupported the call fails harmlessly.
+    if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
+  }
+#endif
+  return out;
+}
+
 void check_inputs(const at::Tensor& x, const std::vector<at::Tensor>& params,
                   int64_t groups) {
   TORCH_CHECK(x.dim() == 4 && x.is_contiguous() && x.device().is_cpu(),
@@ -193,7 +267,7 @@ std::vector<at::Tensor> sa_forward(const at::Tensor& x,
   check_inputs(x, params, groups);
   const int64_t n = x.size(0), c = x.size(1), m = x.size(2) * x.size(3);
   const int64_t k = c / (2 * groups);
-  auto out = at::empty_like(x);
+  auto out = empty_output(x);
   auto mean = at::empty({n, c}, x.options().dtype(at::kDouble));
   auto rstd = at::empty({n, c}, x.options().dtype(at::kDouble));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sa_forward", [&] {
@@ -228,10 +302,12 @@ std::vector<at::Tensor> sa_forward(const at::Tensor& x,
   return {out, mean, rstd};
 }
 
-// Returns dx and, per (n, c) plane, p0 and p1 from which the parameter
-// gradients follow by a sum over samples and groups (see sa_fused in
-// shuffle_attention.py): channel planes p0 = dz, p1 = dz * mean with
-// dz = s(1-s) sum(g * x); spatial planes p0 = sum(d), p1 = sum(d * xhat).
+// Returns dx and the six parameter gradients (shaped like params). Per
+// (n, c) plane the kernel leaves two sums, p0 and p1: channel planes
+// p0 = dz, p1 = dz * mean with dz = s(1-s) sum(g * x); spatial planes
+// p0 = sum(d), p1 = sum(d * xhat). Summed over samples and groups they give
+// cweight = P1c, cbias = P0c, sweight = gw P1s + gb P0s, sbias = P0s,
+// gn.weight = sw P1s, gn.bias = sw P0s.
 std::vector<at::Tensor> sa_backward(const at::Tensor& grad_out,
                                     const at::Tensor& x,
                                     const at::Tensor& mean,
@@ -244,7 +320,7 @@ std::vector<at::Tensor> sa_backward(const at::Tensor& grad_out,
               "sa_fused backward: grad_out must match x (contiguous)");
   const int64_t n = x.size(0), c = x.size(1), m = x.size(2) * x.size(3);
   const int64_t k = c / (2 * groups);
-  auto dx = at::empty_like(x);
+  auto dx = empty_output(x);
   auto p0 = at::empty({n, c}, x.options().dtype(at::kDouble));
   auto p1 = at::empty({n, c}, x.options().dtype(at::kDouble));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sa_backward", [&] {
@@ -263,6 +339,8 @@ std::vector<at::Tensor> sa_backward(const at::Tensor& grad_out,
     double* p0p = p0.data_ptr<double>();
     double* p1p = p1.data_ptr<double>();
     at::parallel_for(0, n * c, 1, [&](int64_t begin, int64_t end) {
+      // one plane of gates, reused by the dx pass (in L2 with x and g)
+      std::vector<scalar_t> gate(m);
       for (int64_t plane = begin; plane < end; ++plane) {
         const int64_t b = plane / c;
         const PlaneMap p{plane % c, groups, k};
@@ -274,7 +352,7 @@ std::vector<at::Tensor> sa_backward(const at::Tensor& grad_out,
         const scalar_t af = static_cast<scalar_t>(a),
                        bf = static_cast<scalar_t>(bb);
         double sum_d, sum_dx;
-        K::sums(gs, xs, m, af, bf, &sum_d, &sum_dx);
+        K::sums(gs, xs, m, af, bf, &sum_d, &sum_dx, gate.data());
         double alpha, beta;
         if (p.spatial()) {
           const double m1 = sum_d / m;
@@ -289,12 +367,24 @@ std::vector<at::Tensor> sa_backward(const at::Tensor& grad_out,
           p0p[plane] = sum_d;
           p1p[plane] = sum_d * mu;
         }
-        K::dx(gs, xs, dxp + plane * m, m, af, bf,
+        K::dx(gs, xs, gate.data(), dxp + plane * m, m, af, bf,
               static_cast<scalar_t>(alpha), static_cast<scalar_t>(beta));
       }
     });
   });
-  return {dx, p0, p1};
+  // The per-plane sums to per-parameter sums, in double.
+  auto p0s = p0.view({n * groups, 2, k}).sum(0);
+  auto p1s = p1.view({n * groups, 2, k}).sum(0);
+  auto sw = params[2].reshape({k}).to(at::kDouble);
+  auto gw = params[4].reshape({k}).to(at::kDouble);
+  auto gb = params[5].reshape({k}).to(at::kDouble);
+  const at::Tensor grads[6] = {p1s[0], p0s[0], gw * p1s[1] + gb * p0s[1],
+                               p0s[1], sw * p1s[1], sw * p0s[1]};
+  std::vector<at::Tensor> out{dx};
+  for (int i = 0; i < 6; ++i) {
+    out.push_back(grads[i].to(x.scalar_type()).reshape(params[i].sizes()));
+  }
+  return out;
 }
 
 std::string isa() { return float_kernels().isa; }
@@ -304,6 +394,9 @@ std::string isa() { return float_kernels().isa; }
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "Fused Shuffle Attention CPU kernels (mmsa)";
   m.def("forward", &sa_forward, "SA forward: (out, mean, rstd)");
-  m.def("backward", &sa_backward, "SA backward: (dx, p0, p1)");
+  m.def("backward", &sa_backward,
+        "SA backward: dx and the gradients of the six parameters");
   m.def("isa", &isa, "instruction set of the float32 kernels");
+  m.def("supported_isas", &supported_isas,
+        "instruction sets this CPU and build can run, best first");
 }
