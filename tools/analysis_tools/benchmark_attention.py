@@ -18,7 +18,9 @@ round (A, B, A, B, ...; median of each), so machine noise hits both sides.
   ``torch.profiler(profile_memory=True)``.
 * Backbone level: ResNet-50 vs SA-ResNet-50 with the official-form SA vs
   with mmsa's SA; train step (forward + backward, train mode) and inference
-  (eval, no_grad) on ``--input``. Informational: SE, ECA, CBAM, SGE.
+  (eval, no_grad) on ``--input``; overhead = median over rounds of the
+  variant's time over plain R50's in the same round. Informational: SE,
+  ECA, CBAM, SGE.
 """
 import argparse
 import datetime
@@ -38,6 +40,7 @@ import torch.nn.functional as F
 
 import mmsa  # noqa: F401  (registration)
 from mmsa.attention import ShuffleAttention
+from mmsa.ops import sa_reference
 from mmsa.models.backbones.det_resnet import AttnResNet
 
 R50_STAGES = ((256, 4), (512, 8), (1024, 16), (2048, 32))
@@ -86,9 +89,9 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def interleaved(fns: Dict[str, Callable[[], object]], device: str,
-                repeat: int, warmup: int) -> Dict[str, float]:
-    """Median seconds of each fn, timed round-robin."""
+def interleaved_rounds(fns: Dict[str, Callable[[], object]], device: str,
+                       repeat: int, warmup: int) -> Dict[str, List[float]]:
+    """Seconds of each fn per round, timed round-robin."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -100,7 +103,23 @@ def interleaved(fns: Dict[str, Callable[[], object]], device: str,
             fn()
             sync(device)
             times[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
+
+
+def interleaved(fns: Dict[str, Callable[[], object]], device: str,
+                repeat: int, warmup: int) -> Dict[str, float]:
+    """Median seconds of each fn, timed round-robin."""
+    rounds = interleaved_rounds(fns, device, repeat, warmup)
+    return {k: statistics.median(v) for k, v in rounds.items()}
+
+
+def overheads(rounds: Dict[str, List[float]], base: str) -> Dict[str, float]:
+    """Median over rounds of each fn's time over ``base``'s in that round,
+    minus 1: a slow spell of the machine hits both sides of each ratio."""
+    return {
+        k: statistics.median(t / b for t, b in zip(v, rounds[base])) - 1
+        for k, v in rounds.items()
+    }
 
 
 def copy_bandwidth(device: str, repeat: int) -> float:
@@ -151,6 +170,17 @@ def random_sa(channels: int, impl: str, device: str) -> ShuffleAttention:
     return sa.to(device)
 
 
+def compiled_reference(sa: ShuffleAttention) -> Callable:
+    """mmsa's reference composition under torch.compile (inductor): the
+    alternative to the hand-written kernel that the issue asks to weigh."""
+    fn = torch.compile(sa_reference, dynamic=False)
+
+    def run(x):
+        return fn(x, sa.groups, sa.cweight, sa.cbias, sa.sweight, sa.sbias,
+                  sa.gn.weight, sa.gn.bias, sa.gn.eps)
+    return run
+
+
 def bench_ops(args, bandwidth: float) -> List[dict]:
     rows = []
     inputs = QUICK_OP_INPUTS if args.quick else OP_INPUTS
@@ -180,15 +210,19 @@ def bench_ops(args, bandwidth: float) -> List[dict]:
 
             # What any op pays for one fresh output of this size (the
             # allocator's page faults on first touch), for reading the rest.
-            t_fwd = interleaved({'official': fwd(off), 'mmsa': fwd(sa),
-                                 'new': lambda: torch.empty_like(x).fill_(0)},
-                                args.device, args.repeat, args.warmup)
+            fns = {'official': fwd(off), 'mmsa': fwd(sa),
+                   'new': lambda: torch.empty_like(x).fill_(0)}
+            if args.inductor:
+                fns['inductor'] = fwd(compiled_reference(sa))
+            t_fwd = interleaved(fns, args.device, args.repeat, args.warmup)
             t_fb = interleaved({'official': fwd_bwd(off),
                                 'mmsa': fwd_bwd(sa)}, args.device,
                                args.repeat, args.warmup)
             floor = 3 * x.numel() * x.element_size() / bandwidth
             row = dict(task=task, shape=list(shape), path=sa.path,
                        floor_ms=floor * 1e3, new_output_ms=t_fwd['new'] * 1e3)
+            if args.inductor:
+                row['inductor_fwd_ms'] = t_fwd['inductor'] * 1e3
             for name, m in (('official', off), ('mmsa', sa)):
                 row[f'{name}_fwd_ms'] = t_fwd[name] * 1e3
                 row[f'{name}_fb_ms'] = t_fb[name] * 1e3
@@ -246,18 +280,21 @@ def bench_backbones(args) -> List[dict]:
                 model(x)
         return run
 
-    repeat = max(3, args.repeat // 2)
+    repeat = max(3, args.repeat)
     warmup = max(1, args.warmup)
-    t_train = interleaved({k: train_step(m) for k, m in models.items()},
-                          args.device, repeat, warmup)
-    t_infer = interleaved({k: infer(m) for k, m in models.items()},
-                          args.device, repeat, warmup)
+    t_train = interleaved_rounds(
+        {k: train_step(m) for k, m in models.items()}, args.device, repeat,
+        warmup)
+    t_infer = interleaved_rounds({k: infer(m) for k, m in models.items()},
+                                 args.device, repeat, warmup)
+    o_train, o_infer = overheads(t_train, 'R50'), overheads(t_infer, 'R50')
     rows = []
     for name in models:
-        row = dict(model=name, train_ms=t_train[name] * 1e3,
-                   infer_ms=t_infer[name] * 1e3,
-                   train_overhead=t_train[name] / t_train['R50'] - 1,
-                   infer_overhead=t_infer[name] / t_infer['R50'] - 1)
+        row = dict(model=name,
+                   train_ms=statistics.median(t_train[name]) * 1e3,
+                   infer_ms=statistics.median(t_infer[name]) * 1e3,
+                   train_overhead=o_train[name],
+                   infer_overhead=o_infer[name])
         rows.append(row)
         print(f'[backbone] {name}: train {row["train_ms"]:.0f} ms '
               f'({row["train_overhead"]:+.1%}), inference '
@@ -303,9 +340,18 @@ def markdown(result: dict) -> str:
             f'{r["official_fwd_ms"] / r["mmsa_fwd_ms"]:.1f}x / '
             f'{r["official_fb_ms"] / r["mmsa_fb_ms"]:.1f}x | '
             f'{r["official_peak_mib"]:.0f} / {r["mmsa_peak_mib"]:.0f} |')
+    if any('inductor_fwd_ms' in r for r in result['ops']):
+        lines += ['', 'Forward by the reference composition under '
+                  'torch.compile (inductor, compiled per shape) vs mmsa:', '',
+                  '| input | shape | inductor fwd | mmsa fwd |',
+                  '|---|---|---|---|']
+        lines += [f'| {r["task"]} | {tuple(r["shape"])} | '
+                  f'{r["inductor_fwd_ms"]:.1f} | {r["mmsa_fwd_ms"]:.1f} |'
+                  for r in result['ops'] if 'inductor_fwd_ms' in r]
     lines += [
         '', f'Backbone level (ResNet-50, input {tuple(result["input"])}; '
-        'overhead over plain R50 measured in the same run):', '',
+        'overhead = median over rounds of time / plain R50 time in the same '
+        'round):', '',
         '| backbone | train step ms | overhead | inference ms | overhead |',
         '|---|---|---|---|---|'
     ]
@@ -360,8 +406,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--repeat', type=int, default=10,
-                        help='timed rounds per measurement (backbones: half)')
+                        help='timed rounds per measurement')
     parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--inductor', action='store_true',
+                        help='also time the reference composition under '
+                        'torch.compile (op level, forward; compiles once '
+                        'per shape, ~30 s each on 2 cores)')
     parser.add_argument('--quick', action='store_true',
                         help='small shapes and input, few rounds')
     parser.add_argument('--input', type=int, nargs=4, default=None,
