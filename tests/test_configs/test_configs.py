@@ -25,6 +25,12 @@ VAN_SEG = sorted((CONFIGS / 'van').glob('upernet_*.py'))
 # Stage widths of the VAN paper's variants, written out independently.
 VAN_WIDTHS = {'b0': (32, 64, 160, 256), 'b1': (64, 128, 320, 512),
               'b2': (64, 128, 320, 512), 'b3': (64, 128, 320, 512)}
+# Stochastic depth of the official downstream code (VAN-Segmentation).
+VAN_DROP_PATH = {'b0': 0.1, 'b1': 0.1, 'b2': 0.1, 'b3': 0.3}
+
+
+def _van_arch(path: Path) -> str:
+    return path.name.split('_van-')[1][:2]
 ALL_CONFIGS = sorted(p for p in CONFIGS.rglob('*.py')
                      if '_base_' not in p.parts)
 
@@ -179,11 +185,10 @@ def test_van_detection_schedule_is_adamw_1x(path):
     assert warmup.end == 1000 and not warmup.by_epoch
     assert cfg.train_dataloader.batch_size == 2
     assert cfg.auto_scale_lr.base_batch_size == 16
-    arch = path.name.split('_van-')[1][:2]
+    arch = _van_arch(path)
     backbone = cfg.model.backbone
-    # Stochastic depth as the official downstream code: 0.3 for B3.
     assert (backbone.type, backbone.arch, backbone.drop_path_rate) == \
-        ('VAN', arch, 0.3 if arch == 'b3' else 0.1)
+        ('VAN', arch, VAN_DROP_PATH[arch])
     assert backbone.norm_cfg.type == 'SyncBN'
     assert backbone.init_cfg.checkpoint == f'pretrained/van_{arch}_mmsa.pth'
     assert tuple(cfg.model.neck.in_channels) == VAN_WIDTHS[arch]
@@ -203,10 +208,10 @@ def test_van_upernet_schedule_is_the_official_one(path):
         (1.0, 0.0, 1500, 160000)
     assert cfg.train_cfg.max_iters == 160000
     assert cfg.train_dataloader.batch_size == 4  # x 4 GPUs = 16
-    arch = path.name.split('_van-')[1][:2]
+    arch = _van_arch(path)
     backbone = cfg.model.backbone
     assert (backbone.type, backbone.arch, backbone.drop_path_rate) == \
-        ('VAN', arch, 0.3 if arch == 'b3' else 0.1)
+        ('VAN', arch, VAN_DROP_PATH[arch])
     assert tuple(cfg.model.decode_head.in_channels) == VAN_WIDTHS[arch]
     assert cfg.model.auxiliary_head.in_channels == VAN_WIDTHS[arch][2]
 
