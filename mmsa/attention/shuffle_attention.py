@@ -87,19 +87,46 @@ class ShuffleAttention(BaseModule):
         self.sbias = nn.Parameter(torch.ones(1, k, 1, 1))
         self.gn = nn.GroupNorm(k, k)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        args = (x, self.groups, self.cweight, self.cbias, self.sweight,
+    def _args(self, x: torch.Tensor) -> tuple:
+        return (x, self.groups, self.cweight, self.cbias, self.sweight,
                 self.sbias, self.gn.weight, self.gn.bias, self.gn.eps)
-        if torch.compiler.is_compiling():
-            return sa_reference(*args)
+
+    def _runs_fused(self, x: torch.Tensor) -> bool:
+        """Whether the fused kernel takes ``x`` (logs why not, once); sets
+        :attr:`path`."""
+        fused = False
         if self.impl != 'reference':
             reason = sa_fused_unsupported(x)
             if reason is None:
-                self.path = 'fused'
-                return sa_fused(*args)
-            log_fallback_once(reason)
-        self.path = 'reference'
-        return sa_reference(*args)
+                fused = True
+            else:
+                log_fallback_once(reason)
+        self.path = 'fused' if fused else 'reference'
+        return fused
+
+    def forward(self,
+                x: torch.Tensor,
+                identity: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """SA of ``x``; with ``identity``, ``relu(SA(x) + identity)``.
+
+        The second form is the end of a ResNet block whose SA sits after the
+        last norm (the backbones call it so): the fused kernel adds the
+        identity and applies the ReLU in SA's own element-wise pass, which
+        saves the block two passes over the tensor (and its backward one).
+        """
+        args = self._args(x)
+        if torch.compiler.is_compiling():
+            out = sa_reference(*args)
+        elif self._runs_fused(x):
+            if identity is not None and identity.shape == x.shape:
+                return sa_fused(*args, residual=identity)
+            out = sa_fused(*args)
+        else:
+            out = sa_reference(*args)
+        if identity is None:
+            return out
+        out += identity
+        return torch.relu_(out)
 
     def extra_repr(self) -> str:
         return (f'in_channels={self.in_channels}, groups={self.groups}, '

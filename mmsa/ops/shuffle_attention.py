@@ -119,12 +119,17 @@ class _SAFusedFunction(torch.autograd.Function):
 
     @staticmethod
     @torch.amp.custom_fwd(device_type='cpu', cast_inputs=torch.float32)
-    def forward(ctx, x, groups, eps, *params):
+    def forward(ctx, x, groups, eps, residual, *params):
         # (1, k, 1, 1) and (k,) parameters are both k contiguous values
         params = [p.detach().to(x.dtype).contiguous() for p in params]
         x = x.contiguous()
-        out, mean, rstd = _ext.forward(x, params, groups, eps)
-        ctx.save_for_backward(x, mean, rstd, *params)
+        if residual is not None:
+            residual = residual.to(x.dtype).contiguous()
+        out, mean, rstd = _ext.forward(x, params, groups, eps, residual)
+        # with a residual the backward needs the output for the ReLU's mask
+        ctx.with_residual = residual is not None
+        ctx.save_for_backward(x, mean, rstd, out if ctx.with_residual else
+                              None, *params)
         ctx.groups = groups
         return out
 
@@ -132,10 +137,10 @@ class _SAFusedFunction(torch.autograd.Function):
     @once_differentiable
     @torch.amp.custom_bwd(device_type='cpu')
     def backward(ctx, grad_out):
-        x, mean, rstd, *params = ctx.saved_tensors
-        dx, *grads = _ext.backward(grad_out.contiguous(), x, mean, rstd,
-                                   params, ctx.groups)
-        return (dx, None, None, *grads)
+        x, mean, rstd, out, *params = ctx.saved_tensors
+        dx, dres, *grads = _ext.backward(grad_out.contiguous(), x, mean,
+                                         rstd, params, ctx.groups, out)
+        return (dx, None, None, dres, *grads)
 
 
 def sa_fused(x: torch.Tensor,
@@ -146,15 +151,25 @@ def sa_fused(x: torch.Tensor,
              sbias: torch.Tensor,
              gn_weight: torch.Tensor,
              gn_bias: torch.Tensor,
-             eps: float = 1e-5) -> torch.Tensor:
+             eps: float = 1e-5,
+             residual: Optional[torch.Tensor] = None) -> torch.Tensor:
     """SA forward by the fused CPU kernel; same contract as
     :func:`sa_reference`.
 
+    With ``residual`` (the shape of ``x``) it returns
+    ``relu(sa(x) + residual)``, the end of a ResNet block, in the same one
+    element-wise pass; the backward then takes the ReLU's mask from the
+    output and returns the residual's gradient too.
+
     Takes float32/float64 CPU input of any memory format (channels_last is
     made contiguous first) and returns a contiguous tensor; under CPU
-    autocast the input is cast to float32. Check
+    autocast the inputs are cast to float32. Check
     :func:`sa_fused_unsupported` first. Differentiable once (no double
     backward).
     """
-    return _SAFusedFunction.apply(x, groups, eps, cweight, cbias, sweight,
-                                  sbias, gn_weight, gn_bias)
+    if residual is not None and residual.shape != x.shape:
+        raise ValueError(f'sa_fused: residual shape {tuple(residual.shape)} '
+                         f'differs from the input\'s {tuple(x.shape)}; the '
+                         f'block\'s identity (or downsample) must match it')
+    return _SAFusedFunction.apply(x, groups, eps, residual, cweight, cbias,
+                                  sweight, sbias, gn_weight, gn_bias)

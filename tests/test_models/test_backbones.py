@@ -11,7 +11,9 @@ from mmseg.models.backbones import ResNetV1c as SegResNetV1c  # noqa: E402
 
 from mmsa.attention import (BAM, CBAM, EfficientChannelAttention,  # noqa
                             ShuffleAttention, SqueezeExcitation)
+import mmsa.ops.shuffle_attention as sa_ops  # noqa: E402
 from mmsa.models.backbones.det_resnet import AttnResNet  # noqa: E402
+from mmsa.ops import sa_reference  # noqa: E402
 from mmsa.models.backbones.seg_resnet import AttnResNetV1c  # noqa: E402
 
 R50_CHANNELS = (256, 512, 1024, 2048)
@@ -95,17 +97,86 @@ def test_attention_is_after_last_norm_before_residual_add():
     randomize_(model)
     block = model.layer2[0]
     seen = {}
-    # clone: the block adds the identity in place, as mmdet's does
+    # clone: the block ends in place, as mmdet's does
     block.norm3.register_forward_hook(
         lambda m, i, o: seen.update(n3=o.clone()))
     block.sa.register_forward_hook(
-        lambda m, i, o: seen.update(sa_in=i[0].clone(), sa_out=o.clone()))
+        lambda m, i, o: seen.update(sa_in=i[0].clone()))
     x = torch.randn(1, 256, 16, 16)
     with torch.no_grad():
         out = block(x)
-        expected = torch.relu(seen['sa_out'] + block.downsample(x))
+        sa = block.sa
+        expected = torch.relu(
+            sa_reference(seen['n3'], sa.groups, sa.cweight, sa.cbias,
+                         sa.sweight, sa.sbias, sa.gn.weight, sa.gn.bias) +
+            block.downsample(x))
     assert torch.equal(seen['sa_in'], seen['n3'])
-    assert torch.allclose(out, expected)
+    assert torch.allclose(out, expected, atol=1e-5)
+
+
+def _assert_all_close(actual, expected, rtol=1e-9):
+    for a, b in zip(actual, expected, strict=True):
+        assert a.shape == b.shape
+        scale = b.abs().max().item()
+        assert (a - b).abs().max().item() <= rtol * max(scale, 1.0)
+
+
+def _forward_backward(model, x):
+    model.zero_grad(set_to_none=True)
+    x = x.clone().requires_grad_()
+    outs = model(x)
+    gen = torch.Generator().manual_seed(1)
+    sum((o * torch.randn(o.shape, generator=gen, dtype=o.dtype)).sum()
+        for o in outs).backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    return [o.detach() for o in outs], x.grad, grads
+
+
+@pytest.mark.parametrize('with_cp', [False, True])
+@pytest.mark.parametrize('train', [True, False])
+def test_fused_sa_block_end_equals_mmdets_plugin_block(with_cp, train):
+    """With SA after conv3, mmsa's blocks end in SA's fused pass (SA, add,
+    ReLU); mmdet's own Bottleneck with SA as a plugin does the three as
+    separate ops. Outputs and every gradient must agree (float64: the
+    kernel's double path, so that 50 layers do not amplify rounding)."""
+    ours = AttnResNet(depth=50, attention=dict(type='SA', groups=8),
+                      with_cp=with_cp)
+    theirs = DetResNet(depth=50, with_cp=with_cp, plugins=[
+        dict(cfg=dict(type='SA', groups=8), stages=(True, ) * 4,
+             position='after_conv3')])
+    randomize_(ours).double().train(train)
+    theirs.double().train(train)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 3, 64, 96, dtype=torch.float64)
+    if not train:
+        with torch.no_grad():
+            _assert_all_close(ours(x), theirs(x))
+        return
+    outs, dx, grads = _forward_backward(ours, x)
+    ref_outs, ref_dx, ref_grads = _forward_backward(theirs, x)
+    if sa_ops._ext is not None:
+        assert ours.layer1[0].sa.path == 'fused'
+    _assert_all_close(outs, ref_outs)
+    _assert_all_close([dx], [ref_dx])
+    assert set(grads) == set(ref_grads)
+    _assert_all_close(grads.values(), ref_grads.values())
+
+
+def test_basic_block_sa_end_fused_equals_reference():
+    """ResNet-18/34 blocks (no mmdet plugins there): fused vs the
+    reference path's SA, add and ReLU as three ops."""
+    fused = randomize_(AttnResNet(depth=18, attention=dict(type='SA',
+                                                           groups=8)))
+    ref = AttnResNet(depth=18, attention=dict(type='SA', groups=8,
+                                              impl='reference'))
+    ref.load_state_dict(fused.state_dict())
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    outs, dx, grads = _forward_backward(fused.double(), x)
+    ref_outs, ref_dx, ref_grads = _forward_backward(ref.double(), x)
+    assert ref.layer1[0].sa.path == 'reference'
+    _assert_all_close(outs, ref_outs)
+    _assert_all_close([dx], [ref_dx])
+    _assert_all_close(grads.values(), ref_grads.values())
 
 
 def test_official_checkpoint_key_names():

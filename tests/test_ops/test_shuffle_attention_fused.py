@@ -121,6 +121,87 @@ def test_fused_gradcheck_float64():
     assert_close(fn(x, *params), sa_reference(x, groups, *params), atol=1e-12)
 
 
+def _residual_run(sa, x, identity, impl):
+    sa.impl = impl
+    sa.zero_grad(set_to_none=True)
+    x = x.detach().clone().requires_grad_()
+    identity = identity.detach().clone().requires_grad_()
+    out = sa(x, identity=identity)
+    gen = torch.Generator().manual_seed(1)
+    out.backward(torch.randn(out.shape, generator=gen, dtype=out.dtype))
+    assert sa.path == impl
+    grads = [x.grad, identity.grad] + [sa.get_parameter(n).grad
+                                       for n in PARAM_NAMES]
+    return [out.detach()] + grads
+
+
+@needs_kernel
+@pytest.mark.parametrize('shape,groups', CASES)
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_fused_residual_relu_matches_composition(shape, groups,
+                                                 channels_last):
+    """relu(SA(x) + identity) in one pass vs SA, add and ReLU as ops (the
+    reference path); about half the outputs are clipped by the ReLU."""
+    sa = randomize_(ShuffleAttention(shape[1], groups=groups), seed=shape[2])
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=gen) * 2 + 1
+    identity = torch.randn(shape, generator=gen) * 2 - 1
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+        identity = identity.contiguous(memory_format=torch.channels_last)
+    expected = _residual_run(sa, x, identity, 'reference')
+    assert 0.2 < (expected[0] == 0).float().mean() < 0.8
+    for got, ref in zip(_residual_run(sa, x, identity, 'fused'), expected):
+        assert_close(got, ref, atol=_tolerance(ref))
+
+
+@needs_kernel
+def test_fused_residual_gradcheck_float64():
+    gen = torch.Generator().manual_seed(0)
+    k, groups = 2, 2
+    shape = (2, 2 * k * groups, 3, 5)
+    x = torch.randn(shape, dtype=torch.float64, generator=gen)
+    # keep SA(x) + identity away from the ReLU's kink, where finite
+    # differences are not the derivative
+    identity = torch.randn(shape, dtype=torch.float64, generator=gen)
+    identity += torch.sign(identity) * 3
+    params = [torch.randn(1, k, 1, 1, dtype=torch.float64,
+                          generator=gen).requires_grad_() for _ in range(4)]
+    params += [torch.randn(k, dtype=torch.float64,
+                           generator=gen).requires_grad_() for _ in range(2)]
+
+    def fn(x, identity, *params):
+        return sa_fused(x, groups, *params, residual=identity)
+
+    inputs = (x.requires_grad_(), identity.requires_grad_(), *params)
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5)
+    expected = torch.relu(sa_reference(x, groups, *params) + identity)
+    assert_close(fn(*inputs), expected, atol=1e-12)
+
+
+@needs_kernel
+def test_fused_residual_bf16_autocast_matches_float32_composition():
+    sa = randomize_(ShuffleAttention(128, groups=16), seed=3)
+    x, identity = torch.randn(2, 128, 9, 11), torch.randn(2, 128, 9, 11)
+    sa.impl = 'reference'
+    expected = sa(x, identity=identity)
+    sa.impl = 'fused'
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = sa(x.bfloat16(), identity=identity.bfloat16())
+    assert sa.path == 'fused' and out.dtype == torch.float32
+    err = (out - expected).norm() / expected.norm()
+    assert err <= 1e-2, f'bf16 relative error {err:.3g}'
+
+
+@needs_kernel
+def test_fused_residual_of_another_shape_is_one_clear_error():
+    p = [torch.randn(1, 2, 1, 1)] * 4 + [torch.randn(2)] * 2
+    with pytest.raises(ValueError, match=r'residual shape \(1, 8, 2, 3\) '
+                       r'differs from the input\'s \(1, 8, 2, 2\)'):
+        sa_fused(torch.randn(1, 8, 2, 2), 2, *p,
+                 residual=torch.randn(1, 8, 2, 3))
+
+
 def test_path_reports_the_implementation_that_ran():
     sa = randomize_(ShuffleAttention(64, groups=8, impl='reference'))
     assert sa.path is None
@@ -169,7 +250,7 @@ def test_kernels_of_each_isa_against_reference(isa):
     if isa not in sa_ops._ext.supported_isas():
         pytest.skip(f'this CPU/build has no {isa}')
     select = ('fused_forward_and_grads or float64 or official_init or '
-              'isa_in_use')
+              'isa_in_use or residual_relu')
     proc = subprocess.run(
         [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
          __file__, '-k', select],

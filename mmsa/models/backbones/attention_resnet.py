@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.utils.checkpoint as cp
 
 from ...attention import build_attention
+from ...attention.shuffle_attention import ShuffleAttention
 
 POSITIONS = ('after_conv1', 'after_conv2', 'after_conv3')
 BLOCK_CHOICES = ('all', 'last')
@@ -63,12 +64,26 @@ class AttentionBlockMixin:
             out = getattr(self, name)(out)
         return out
 
+    def _residual_end(self, out: torch.Tensor,
+                      identity: torch.Tensor) -> torch.Tensor:
+        """``after_conv3`` attention, residual add and ReLU. When that
+        position holds one SA and nothing else, SA's fused pass does all
+        three (the same values; two passes fewer)."""
+        names = getattr(self, 'attention_names', {}).get('after_conv3', ())
+        plugins = getattr(self, 'after_conv3_plugin_names', ()) \
+            if getattr(self, 'with_plugins', False) else ()
+        if len(names) == 1 and not plugins:
+            module = getattr(self, names[0])
+            if isinstance(module, ShuffleAttention):
+                return module(out, identity=identity)
+        out = self._after('after_conv3', out)
+        out += identity
+        return self.relu(out)
+
     def _checkpointed(self, inner, x: torch.Tensor) -> torch.Tensor:
         if self.with_cp and x.requires_grad:
-            out = cp.checkpoint(inner, x, use_reentrant=False)
-        else:
-            out = inner(x)
-        return self.relu(out)
+            return cp.checkpoint(inner, x, use_reentrant=False)
+        return inner(x)
 
 
 class AttentionBottleneckMixin(AttentionBlockMixin):
@@ -88,11 +103,9 @@ class AttentionBottleneckMixin(AttentionBlockMixin):
             out = self.relu(self.norm2(self.conv2(out)))
             out = self._after('after_conv2', out)
             out = self.norm3(self.conv3(out))
-            out = self._after('after_conv3', out)
             if self.downsample is not None:
                 identity = self.downsample(x)
-            out += identity
-            return out
+            return self._residual_end(out, identity)
 
         return self._checkpointed(inner, x)
 
@@ -115,11 +128,9 @@ class AttentionBasicBlockMixin(AttentionBlockMixin):
             out = self._after('after_conv1', out)
             out = self.norm2(self.conv2(out))
             out = self._after('after_conv2', out)
-            out = self._after('after_conv3', out)
             if self.downsample is not None:
                 identity = self.downsample(x)
-            out += identity
-            return out
+            return self._residual_end(out, identity)
 
         return self._checkpointed(inner, x)
 

@@ -63,20 +63,35 @@ SA_TARGET void plane_stats(const float* x, int64_t m, double* mean,
 
 // The gate s = sigmoid(a * x + b) of values [i0, i0 + len) into s[]. Gates
 // are computed a chunk at a time into a stack buffer and used by a second
-// loop: fusing both in one loop made gcc 12 emit code ~6x slower.
+// loop: fusing both in one loop made gcc 12 emit code ~6x slower. (AVX-512
+// intrinsics doing both in one loop, with a reciprocal estimate instead of
+// the division, measured no faster: the passes wait on memory.)
 constexpr int64_t kChunk = 256;
+
+SA_TARGET static inline float relu(float v) { return v < 0.0f ? 0.0f : v; }
+
+// The gradient through the block's ReLU: g = gy where y > 0, else 0
+// (torch's threshold_backward on the output).
+SA_TARGET static inline float relu_grad(float gy, float y) {
+  return y <= 0.0f ? 0.0f : gy;
+}
 
 SA_TARGET static inline void gates(const float* x, int64_t len, float a,
                                    float b, float* s) {
   for (int64_t i = 0; i < len; ++i) s[i] = sigmoid(a * x[i] + b);
 }
 
-// y = x * sigmoid(a * x + b).
-SA_TARGET void plane_forward(const float* x, float* y, int64_t m, float a,
-                             float b) {
+// y = x * sigmoid(a * x + b); with a residual r (the end of a ResNet
+// block), y = relu(x * sigmoid(a * x + b) + r), keeping NaN as torch.relu.
+SA_TARGET void plane_forward(const float* x, const float* r, float* y,
+                             int64_t m, float a, float b) {
   if (a == 0.0f) {
     const float s = sigmoid(b);
-    for (int64_t i = 0; i < m; ++i) y[i] = x[i] * s;
+    if (r == nullptr) {
+      for (int64_t i = 0; i < m; ++i) y[i] = x[i] * s;
+    } else {
+      for (int64_t i = 0; i < m; ++i) y[i] = relu(x[i] * s + r[i]);
+    }
     return;
   }
   float s[kChunk];
@@ -85,17 +100,30 @@ SA_TARGET void plane_forward(const float* x, float* y, int64_t m, float a,
     const float* xc = x + i0;
     float* yc = y + i0;
     gates(xc, len, a, b, s);
-    for (int64_t i = 0; i < len; ++i) yc[i] = xc[i] * s[i];
+    if (r == nullptr) {
+      for (int64_t i = 0; i < len; ++i) yc[i] = xc[i] * s[i];
+    } else {
+      const float* rc = r + i0;
+      for (int64_t i = 0; i < len; ++i) yc[i] = relu(xc[i] * s[i] + rc[i]);
+    }
   }
 }
 
 // With d = g * x * s * (1 - s), s = sigmoid(a * x + b): sum(d), sum(d * x).
+// g is gy, or with the block output y (residual forward) the gradient
+// through the ReLU, which is also the residual's: it is written to g_out
+// and read back from cache.
 // For a = 0 the same sums are s(1-s) * sum(g * x) and s(1-s) * sum(g*x*x).
 // For a != 0 the gates are also written to s_out (m values), so that
 // plane_backward_dx does not evaluate the sigmoid again.
-SA_TARGET void plane_backward_sums(const float* g, const float* x, int64_t m,
+SA_TARGET void plane_backward_sums(const float* gy, const float* y,
+                                   float* g_out, const float* x, int64_t m,
                                    float a, float b, double* sum_d,
                                    double* sum_dx, float* s_out) {
+  if (y != nullptr) {
+    for (int64_t i = 0; i < m; ++i) g_out[i] = relu_grad(gy[i], y[i]);
+  }
+  const float* g = y == nullptr ? gy : g_out;
   double sd = 0, sdx = 0;
   if (a == 0.0f) {
     const double s = sigmoid(b);

@@ -20,6 +20,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -53,9 +54,9 @@ namespace {
 
 struct FloatKernels {
   void (*stats)(const float*, int64_t, double*, double*);
-  void (*forward)(const float*, float*, int64_t, float, float);
-  void (*sums)(const float*, const float*, int64_t, float, float, double*,
-               double*, float*);
+  void (*forward)(const float*, const float*, float*, int64_t, float, float);
+  void (*sums)(const float*, const float*, float*, const float*, int64_t,
+               float, float, double*, double*, float*);
   void (*dx)(const float*, const float*, const float*, float*, int64_t, float,
              float, float, float);
   const char* isa;
@@ -127,12 +128,24 @@ void stats_d(const double* x, int64_t m, double* mean, double* var) {
   *var = ss / m;
 }
 
-void forward_d(const double* x, double* y, int64_t m, double a, double b) {
-  for (int64_t i = 0; i < m; ++i) y[i] = x[i] * sigmoid_d(a * x[i] + b);
+void forward_d(const double* x, const double* r, double* y, int64_t m,
+               double a, double b) {
+  for (int64_t i = 0; i < m; ++i) {
+    const double v = x[i] * sigmoid_d(a * x[i] + b);
+    y[i] = r == nullptr ? v : (v + r[i] < 0 ? 0 : v + r[i]);
+  }
 }
 
-void sums_d(const double* g, const double* x, int64_t m, double a, double b,
-            double* sum_d, double* sum_dx, double* s_out) {
+
+
+void sums_d(const double* gy, const double* y, double* g_out,
+            const double* x, int64_t m, double a, double b, double* sum_d,
+            double* sum_dx, double* s_out) {
+  const double* g = gy;
+  if (y != nullptr) {
+    for (int64_t i = 0; i < m; ++i) g_out[i] = y[i] <= 0 ? 0 : gy[i];
+    g = g_out;
+  }
   double sd = 0, sdx = 0;
   for (int64_t i = 0; i < m; ++i) {
     const double s = sigmoid_d(a * x[i] + b);
@@ -161,12 +174,14 @@ struct Kernels<float> {
   static void stats(const float* x, int64_t m, double* mean, double* var) {
     float_kernels().stats(x, m, mean, var);
   }
-  static void forward(const float* x, float* y, int64_t m, float a, float b) {
-    float_kernels().forward(x, y, m, a, b);
+  static void forward(const float* x, const float* r, float* y, int64_t m,
+                      float a, float b) {
+    float_kernels().forward(x, r, y, m, a, b);
   }
-  static void sums(const float* g, const float* x, int64_t m, float a, float b,
-                   double* sd, double* sdx, float* s) {
-    float_kernels().sums(g, x, m, a, b, sd, sdx, s);
+  static void sums(const float* gy, const float* y, float* g, const float* x,
+                   int64_t m, float a, float b, double* sd, double* sdx,
+                   float* s) {
+    float_kernels().sums(gy, y, g, x, m, a, b, sd, sdx, s);
   }
   static void dx(const float* g, const float* x, const float* s, float* dx,
                  int64_t m, float a, float b, float alpha, float beta) {
@@ -179,13 +194,14 @@ struct Kernels<double> {
   static void stats(const double* x, int64_t m, double* mean, double* var) {
     stats_d(x, m, mean, var);
   }
-  static void forward(const double* x, double* y, int64_t m, double a,
-                      double b) {
-    forward_d(x, y, m, a, b);
+  static void forward(const double* x, const double* r, double* y, int64_t m,
+                      double a, double b) {
+    forward_d(x, r, y, m, a, b);
   }
-  static void sums(const double* g, const double* x, int64_t m, double a,
-                   double b, double* sd, double* sdx, double* s) {
-    sums_d(g, x, m, a, b, sd, sdx, s);
+  static void sums(const double* gy, const double* y, double* g,
+                   const double* x, int64_t m, double a, double b, double* sd,
+                   double* sdx, double* s) {
+    sums_d(gy, y, g, x, m, a, b, sd, sdx, s);
   }
   static void dx(const double* g, const double* x, const double* s,
                  double* dx, int64_t m, double a, double b, double alpha,
@@ -259,12 +275,27 @@ void check_inputs(const at::Tensor& x, const std::vector<at::Tensor>& params,
   }
 }
 
+// The residual, or the block output for the backward, must be laid out as
+// the output.
+void check_like_x(const std::optional<at::Tensor>& t, const at::Tensor& x,
+                  const char* what) {
+  if (!t.has_value()) return;
+  TORCH_CHECK(t->sizes() == x.sizes() && t->is_contiguous() &&
+                  t->scalar_type() == x.scalar_type() && t->device().is_cpu(),
+              "sa_fused: ", what, " must be a contiguous CPU tensor of x's ",
+              "shape and dtype");
+}
+
 // params: cweight, cbias, sweight, sbias, gn_weight, gn_bias (k values each).
+// With a residual r (shape and dtype of x) the output is relu(SA(x) + r),
+// the end of a ResNet block in one pass.
 // Returns out (shuffled), mean and rstd per (n, c) plane (float64).
 std::vector<at::Tensor> sa_forward(const at::Tensor& x,
                                    const std::vector<at::Tensor>& params,
-                                   int64_t groups, double eps) {
+                                   int64_t groups, double eps,
+                                   const std::optional<at::Tensor>& residual) {
   check_inputs(x, params, groups);
+  check_like_x(residual, x, "residual");
   const int64_t n = x.size(0), c = x.size(1), m = x.size(2) * x.size(3);
   const int64_t k = c / (2 * groups);
   auto out = empty_output(x);
@@ -280,6 +311,8 @@ std::vector<at::Tensor> sa_forward(const at::Tensor& x,
                    *sb = params[3].data_ptr<scalar_t>(),
                    *gw = params[4].data_ptr<scalar_t>(),
                    *gb = params[5].data_ptr<scalar_t>();
+    const scalar_t* resp =
+        residual.has_value() ? residual->data_ptr<scalar_t>() : nullptr;
     double* mp = mean.data_ptr<double>();
     double* rp = rstd.data_ptr<double>();
     at::parallel_for(0, n * c, 1, [&](int64_t begin, int64_t end) {
@@ -292,8 +325,10 @@ std::vector<at::Tensor> sa_forward(const at::Tensor& x,
         const double rs = 1.0 / std::sqrt(std::max(var, 0.0) + eps);
         double a, bb;
         coefficients(p, mu, rs, cw, cb, sw, sb, gw, gb, &a, &bb);
-        K::forward(xs, yp + (b * c + p.out_channel(c)) * m, m,
-                   static_cast<scalar_t>(a), static_cast<scalar_t>(bb));
+        const int64_t out_plane = (b * c + p.out_channel(c)) * m;
+        K::forward(xs, resp == nullptr ? nullptr : resp + out_plane,
+                   yp + out_plane, m, static_cast<scalar_t>(a),
+                   static_cast<scalar_t>(bb));
         mp[plane] = mu;
         rp[plane] = rs;
       }
@@ -308,25 +343,33 @@ std::vector<at::Tensor> sa_forward(const at::Tensor& x,
 // p0 = sum(d), p1 = sum(d * xhat). Summed over samples and groups they give
 // cweight = P1c, cbias = P0c, sweight = gw P1s + gb P0s, sbias = P0s,
 // gn.weight = sw P1s, gn.bias = sw P0s.
+// With the output y of a residual forward, grad_out is first taken through
+// the ReLU; that gradient is also the residual's (returned second, and
+// undefined without y).
 std::vector<at::Tensor> sa_backward(const at::Tensor& grad_out,
                                     const at::Tensor& x,
                                     const at::Tensor& mean,
                                     const at::Tensor& rstd,
                                     const std::vector<at::Tensor>& params,
-                                    int64_t groups) {
+                                    int64_t groups,
+                                    const std::optional<at::Tensor>& y) {
   check_inputs(x, params, groups);
+  check_like_x(y, x, "the block output");
   TORCH_CHECK(grad_out.sizes() == x.sizes() && grad_out.is_contiguous() &&
                   grad_out.scalar_type() == x.scalar_type(),
               "sa_fused backward: grad_out must match x (contiguous)");
   const int64_t n = x.size(0), c = x.size(1), m = x.size(2) * x.size(3);
   const int64_t k = c / (2 * groups);
   auto dx = empty_output(x);
+  at::Tensor dres = y.has_value() ? empty_output(x) : at::Tensor();
   auto p0 = at::empty({n, c}, x.options().dtype(at::kDouble));
   auto p1 = at::empty({n, c}, x.options().dtype(at::kDouble));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sa_backward", [&] {
     using K = Kernels<scalar_t>;
     const scalar_t* xp = x.data_ptr<scalar_t>();
-    const scalar_t* gp = grad_out.data_ptr<scalar_t>();
+    const scalar_t* gyp = grad_out.data_ptr<scalar_t>();
+    const scalar_t* yp = y.has_value() ? y->data_ptr<scalar_t>() : nullptr;
+    scalar_t* drp = dres.defined() ? dres.data_ptr<scalar_t>() : nullptr;
     scalar_t* dxp = dx.data_ptr<scalar_t>();
     const scalar_t *cw = params[0].data_ptr<scalar_t>(),
                    *cb = params[1].data_ptr<scalar_t>(),
@@ -345,14 +388,20 @@ std::vector<at::Tensor> sa_backward(const at::Tensor& grad_out,
         const int64_t b = plane / c;
         const PlaneMap p{plane % c, groups, k};
         const scalar_t* xs = xp + plane * m;
-        const scalar_t* gs = gp + (b * c + p.out_channel(c)) * m;
+        const int64_t out_plane = (b * c + p.out_channel(c)) * m;
+        const scalar_t* gys = gyp + out_plane;
+        // with the block output, the gradient through the ReLU goes to
+        // dres and is read back from cache by the dx pass
+        const scalar_t* ys = yp == nullptr ? nullptr : yp + out_plane;
+        scalar_t* gs_out = drp == nullptr ? nullptr : drp + out_plane;
+        const scalar_t* gs = ys == nullptr ? gys : gs_out;
         const double mu = mp[plane], rs = rp[plane];
         double a, bb;
         coefficients(p, mu, rs, cw, cb, sw, sb, gw, gb, &a, &bb);
         const scalar_t af = static_cast<scalar_t>(a),
                        bf = static_cast<scalar_t>(bb);
         double sum_d, sum_dx;
-        K::sums(gs, xs, m, af, bf, &sum_d, &sum_dx, gate.data());
+        K::sums(gys, ys, gs_out, xs, m, af, bf, &sum_d, &sum_dx, gate.data());
         double alpha, beta;
         if (p.spatial()) {
           const double m1 = sum_d / m;
@@ -380,7 +429,7 @@ std::vector<at::Tensor> sa_backward(const at::Tensor& grad_out,
   auto gb = params[5].reshape({k}).to(at::kDouble);
   const at::Tensor grads[6] = {p1s[0], p0s[0], gw * p1s[1] + gb * p0s[1],
                                p0s[1], sw * p1s[1], sw * p0s[1]};
-  std::vector<at::Tensor> out{dx};
+  std::vector<at::Tensor> out{dx, dres};
   for (int i = 0; i < 6; ++i) {
     out.push_back(grads[i].to(x.scalar_type()).reshape(params[i].sizes()));
   }
@@ -393,9 +442,16 @@ std::string isa() { return float_kernels().isa; }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "Fused Shuffle Attention CPU kernels (mmsa)";
-  m.def("forward", &sa_forward, "SA forward: (out, mean, rstd)");
+  m.def("forward", &sa_forward,
+        "SA forward (relu(SA(x) + residual) with a residual): "
+        "(out, mean, rstd)",
+        py::arg("x"), py::arg("params"), py::arg("groups"), py::arg("eps"),
+        py::arg("residual") = py::none());
   m.def("backward", &sa_backward,
-        "SA backward: dx and the gradients of the six parameters");
+        "SA backward: dx, the residual's gradient (None without y) and the "
+        "gradients of the six parameters",
+        py::arg("grad_out"), py::arg("x"), py::arg("mean"), py::arg("rstd"),
+        py::arg("params"), py::arg("groups"), py::arg("y") = py::none());
   m.def("isa", &isa, "instruction set of the float32 kernels");
   m.def("supported_isas", &supported_isas,
         "instruction sets this CPU and build can run, best first");
