@@ -28,7 +28,8 @@ except ImportError as err:  # not built: no compiler, isolated build, ...
 
 __all__ = [
     'channel_shuffle', 'sa_gates', 'sa_reference', 'sa_fused', 'sa_fused_unsupported',
-    'log_fallback_once'
+    'log_fallback_once', 'empty_output_cache', 'output_cache_bytes',
+    'set_output_cache_limit'
 ]
 
 _LOGGED: Set[str] = set()
@@ -113,6 +114,33 @@ def log_fallback_once(reason: str) -> None:
         _LOGGED.add(reason)
         print_log(f'ShuffleAttention: using the reference path: {reason}',
                   logger='current', level=logging.WARNING)
+
+
+def output_cache_bytes() -> int:
+    """Bytes the fused kernel's output cache holds, in use or free.
+
+    The kernel takes its outputs of 1 MiB and more from storages of earlier
+    calls that nothing else holds any more, so that a training or inference
+    loop does not pay first-touch page faults for fresh memory on every
+    call. The cache holds at most ``MMSA_SA_CACHE_MB`` MiB (default 1024;
+    ``0`` turns it off), or what :func:`set_output_cache_limit` set.
+    """
+    return _ext.output_cache_bytes() if _ext is not None else 0
+
+
+def empty_output_cache() -> int:
+    """Free the cached outputs nothing uses (as ``torch.cuda.empty_cache``
+    does for CUDA); returns the bytes still held by live outputs."""
+    return _ext.empty_output_cache() if _ext is not None else 0
+
+
+def set_output_cache_limit(mib: int) -> None:
+    """Most MiB the output cache may hold from now on; 0 turns it off."""
+    if not isinstance(mib, int) or mib < 0:
+        raise ValueError(f'set_output_cache_limit: mib must be an int >= 0 '
+                         f'(0 turns the cache off), got {mib!r}')
+    if _ext is not None:
+        _ext.set_output_cache_limit(mib * 2**20)
 
 
 class _SAFusedFunction(torch.autograd.Function):

@@ -202,6 +202,60 @@ def test_fused_residual_of_another_shape_is_one_clear_error():
                  residual=torch.randn(1, 8, 2, 3))
 
 
+@pytest.fixture
+def empty_cache_of_64_mib():
+    sa_ops.set_output_cache_limit(0)  # drops what earlier tests left
+    sa_ops.set_output_cache_limit(64)
+    yield
+    sa_ops.set_output_cache_limit(1024)
+
+
+@needs_kernel
+def test_output_cache_hands_out_only_outputs_nobody_holds(
+        empty_cache_of_64_mib):
+    x = torch.randn(1, 64, 64, 64)  # 1 MiB: the smallest pooled size
+    p = [torch.randn(1, 4, 1, 1)] * 4 + [torch.randn(4)] * 2
+    with torch.no_grad():
+        y1 = sa_fused(x, 8, *p)
+        expected = sa_reference(x, 8, *p)
+        y2 = sa_fused(x * 2, 8, *p)  # y1 is held: another storage
+        assert y2.data_ptr() != y1.data_ptr()
+        assert_close(y1, expected)
+        assert sa_ops.output_cache_bytes() == 2 * x.nbytes
+        ptr = y1.data_ptr()
+        del y1
+        y3 = sa_fused(x, 8, *p)  # y1's storage, free again
+        assert y3.data_ptr() == ptr
+        assert_close(y3, expected)
+        assert sa_ops.output_cache_bytes() == 2 * x.nbytes
+    del y2
+    assert sa_ops.empty_output_cache() == x.nbytes  # y3 is still held
+    del y3
+    assert sa_ops.empty_output_cache() == 0
+
+
+@needs_kernel
+def test_output_cache_off_and_its_bad_limits(empty_cache_of_64_mib):
+    sa_ops.set_output_cache_limit(0)
+    x = torch.randn(1, 64, 64, 64)
+    p = [torch.randn(1, 4, 1, 1)] * 4 + [torch.randn(4)] * 2
+    with torch.no_grad():
+        out = sa_fused(x, 8, *p)
+    assert sa_ops.output_cache_bytes() == 0
+    assert_close(out, sa_reference(x, 8, *p))
+    with pytest.raises(ValueError, match='mib must be an int >= 0'):
+        sa_ops.set_output_cache_limit(-1)
+    code = ('import torch; from mmsa.ops import sa_fused; '
+            'p = [torch.randn(1, 2, 1, 1)] * 4 + [torch.randn(2)] * 2; '
+            'sa_fused(torch.randn(1, 8, 2, 2), 2, *p)')
+    proc = subprocess.run([sys.executable, '-c', code],
+                          env={**os.environ, 'MMSA_SA_CACHE_MB': '1G'},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert ("MMSA_SA_CACHE_MB must be a whole number of MiB >= 0 (0 turns "
+            "the SA output cache off), got '1G'") in proc.stderr
+
+
 def test_path_reports_the_implementation_that_ran():
     sa = randomize_(ShuffleAttention(64, groups=8, impl='reference'))
     assert sa.path is None

@@ -20,6 +20,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -259,6 +260,108 @@ at::Tensor empty_output(const at::Tensor& x) {
   return out;
 }
 
+// Storages of recent outputs, handed out again once nothing else holds
+// them (a storage's use count is 1: the pool's own reference). A fresh
+// output of a large stage costs more in first-touch page faults than SA's
+// passes over it (16 ms for 32 MiB on the 2-core box against 7 ms for the
+// whole residual forward), and in a training or inference loop every
+// call asks for the same sizes again. Only outputs of 1 MiB and more are
+// pooled (smaller ones come warm from the heap); the pool holds at most
+// MMSA_SA_CACHE_MB MiB (default 1024; 0 turns it off), in use or free.
+class OutputPool {
+ public:
+  static OutputPool& get() {
+    static OutputPool* pool = new OutputPool();  // outlives any tensor
+    return *pool;
+  }
+
+  at::Tensor empty_like(const at::Tensor& x) {
+    const size_t need = x.nbytes();
+    std::lock_guard<std::mutex> lock(mu_);
+    if (need < kMinPooled || need > limit_) return empty_output(x);
+    const Entry* best = nullptr;
+    for (const auto& e : pool_) {
+      // up to 1.25x the size, so that slightly varying shapes share one
+      if (e.storage.use_count() == 1 && e.storage.nbytes() >= need &&
+          e.storage.nbytes() <= need + need / 4 &&
+          (best == nullptr || e.storage.nbytes() < best->storage.nbytes())) {
+        best = &e;
+      }
+    }
+    if (best != nullptr) {
+      return at::empty({0}, x.options())
+          .set_(best->storage, 0, x.sizes(), x.strides());
+    }
+    drop_free(need);
+    auto out = empty_output(x);
+    if (bytes_ + need <= limit_) {
+      pool_.push_back({out.storage(), need});
+      bytes_ += need;
+    }
+    return out;
+  }
+
+  // Frees the storages nobody uses; returns the bytes the pool still holds.
+  int64_t release_free() {
+    std::lock_guard<std::mutex> lock(mu_);
+    drop_free(limit_ + 1);
+    return static_cast<int64_t>(bytes_);
+  }
+
+  int64_t bytes() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return static_cast<int64_t>(bytes_);
+  }
+
+  void set_limit(int64_t limit) {
+    TORCH_CHECK(limit >= 0, "SA output cache limit must be >= 0 bytes, got ",
+                limit);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      limit_ = static_cast<size_t>(limit);
+    }
+    release_free();
+  }
+
+ private:
+  static constexpr size_t kMinPooled = size_t(1) << 20;
+
+  struct Entry {
+    c10::Storage storage;
+    size_t bytes;  // as counted when pooled (a user may resize it)
+  };
+
+  // Frees unused storages until `need` more bytes fit under the limit.
+  void drop_free(size_t need) {
+    for (auto it = pool_.begin();
+         it != pool_.end() && bytes_ + need > limit_;) {
+      if (it->storage.use_count() == 1) {
+        bytes_ -= it->bytes;
+        it = pool_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+
+  OutputPool() {
+    limit_ = size_t(1024) << 20;
+    if (const char* env = std::getenv("MMSA_SA_CACHE_MB")) {
+      char* end = nullptr;
+      const long long mb = std::strtoll(env, &end, 10);
+      TORCH_CHECK(end != env && *end == '\0' && mb >= 0,
+                  "MMSA_SA_CACHE_MB must be a whole number of MiB >= 0 ",
+                  "(0 turns the SA output cache off), got '", env, "'");
+      limit_ = static_cast<size_t>(mb) << 20;
+    }
+  }
+
+  std::mutex mu_;
+  std::vector<Entry> pool_;
+  size_t bytes_ = 0;
+  size_t limit_;
+};
+
 void check_inputs(const at::Tensor& x, const std::vector<at::Tensor>& params,
                   int64_t groups) {
   TORCH_CHECK(x.dim() == 4 && x.is_contiguous() && x.device().is_cpu(),
@@ -298,7 +401,7 @@ std::vector<at::Tensor> sa_forward(const at::Tensor& x,
   check_like_x(residual, x, "residual");
   const int64_t n = x.size(0), c = x.size(1), m = x.size(2) * x.size(3);
   const int64_t k = c / (2 * groups);
-  auto out = empty_output(x);
+  auto out = OutputPool::get().empty_like(x);
   auto mean = at::empty({n, c}, x.options().dtype(at::kDouble));
   auto rstd = at::empty({n, c}, x.options().dtype(at::kDouble));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sa_forward", [&] {
@@ -360,8 +463,9 @@ std::vector<at::Tensor> sa_backward(const at::Tensor& grad_out,
               "sa_fused backward: grad_out must match x (contiguous)");
   const int64_t n = x.size(0), c = x.size(1), m = x.size(2) * x.size(3);
   const int64_t k = c / (2 * groups);
-  auto dx = empty_output(x);
-  at::Tensor dres = y.has_value() ? empty_output(x) : at::Tensor();
+  auto dx = OutputPool::get().empty_like(x);
+  at::Tensor dres =
+      y.has_value() ? OutputPool::get().empty_like(x) : at::Tensor();
   auto p0 = at::empty({n, c}, x.options().dtype(at::kDouble));
   auto p1 = at::empty({n, c}, x.options().dtype(at::kDouble));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sa_backward", [&] {
@@ -453,6 +557,16 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("grad_out"), py::arg("x"), py::arg("mean"), py::arg("rstd"),
         py::arg("params"), py::arg("groups"), py::arg("y") = py::none());
   m.def("isa", &isa, "instruction set of the float32 kernels");
+  m.def(
+      "output_cache_bytes", [] { return OutputPool::get().bytes(); },
+      "bytes held by the SA output cache (in use or free)");
+  m.def(
+      "empty_output_cache", [] { return OutputPool::get().release_free(); },
+      "free the cached SA outputs nothing uses; returns the bytes still held");
+  m.def(
+      "set_output_cache_limit",
+      [](int64_t limit) { OutputPool::get().set_limit(limit); },
+      "most bytes the SA output cache may hold (0: off)");
   m.def("supported_isas", &supported_isas,
         "instruction sets this CPU and build can run, best first");
 }
