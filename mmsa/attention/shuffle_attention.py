@@ -48,6 +48,11 @@ class ShuffleAttention(BaseModule):
     float32), and the reference composition otherwise (CUDA, other dtypes,
     kernel not built; one log line per reason) and under ``torch.compile``
     (which fuses the composition itself). :attr:`path` says which ran.
+    The ResNet backbones call it as ``sa(x, identity=identity)``, so that
+    the fused pass also does the block's residual add and ReLU. The kernel
+    reuses the storages of its earlier outputs once nothing holds them
+    (up to ``MMSA_SA_CACHE_MB`` MiB, default 1024; see
+    :func:`mmsa.ops.empty_output_cache`).
 
     Args:
         in_channels (int): Channels C of the input; divisible by

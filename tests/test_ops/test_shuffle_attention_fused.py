@@ -245,15 +245,9 @@ def test_output_cache_off_and_its_bad_limits(empty_cache_of_64_mib):
     assert_close(out, sa_reference(x, 8, *p))
     with pytest.raises(ValueError, match='mib must be an int >= 0'):
         sa_ops.set_output_cache_limit(-1)
-    code = ('import torch; from mmsa.ops import sa_fused; '
-            'p = [torch.randn(1, 2, 1, 1)] * 4 + [torch.randn(2)] * 2; '
-            'sa_fused(torch.randn(1, 8, 2, 2), 2, *p)')
-    proc = subprocess.run([sys.executable, '-c', code],
-                          env={**os.environ, 'MMSA_SA_CACHE_MB': '1G'},
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0
+    stderr = _stderr_of_fused_sa_with(MMSA_SA_CACHE_MB='1G')
     assert ("MMSA_SA_CACHE_MB must be a whole number of MiB >= 0 (0 turns "
-            "the SA output cache off), got '1G'") in proc.stderr
+            "the SA output cache off), got '1G'") in stderr
 
 
 def test_path_reports_the_implementation_that_ran():
@@ -315,15 +309,20 @@ def test_kernels_of_each_isa_against_reference(isa):
     assert ' passed' in proc.stdout and 'skipped' not in proc.stdout
 
 
+def _stderr_of_fused_sa_with(**env) -> str:
+    """One fused SA call in a fresh process (the kernel reads its
+    environment once); it must fail."""
+    code = ('import torch; from mmsa.ops import sa_fused; '
+            'p = [torch.randn(1, 2, 1, 1)] * 4 + [torch.randn(2)] * 2; '
+            'sa_fused(torch.randn(1, 8, 2, 2), 2, *p)')
+    proc = subprocess.run([sys.executable, '-c', code],
+                          env={**os.environ, **env}, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0
+    return proc.stderr
+
+
 @needs_kernel
 def test_unknown_isa_is_one_clear_error():
-    code = ('import torch; from mmsa.ops import sa_fused; '
-            'x = torch.randn(1, 8, 2, 2); '
-            'p = [torch.randn(1, 2, 1, 1)] * 4 + [torch.randn(2)] * 2; '
-            'sa_fused(x, 2, *p)')
-    proc = subprocess.run([sys.executable, '-c', code],
-                          env={**os.environ, 'MMSA_SA_ISA': 'sse9'},
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0
     assert ("MMSA_SA_ISA must be avx512, avx2 or default, got 'sse9'"
-            in proc.stderr)
+            in _stderr_of_fused_sa_with(MMSA_SA_ISA='sse9'))
