@@ -116,13 +116,16 @@ def interleaved(fns: Dict[str, Callable[[], object]], device: str,
     return {k: statistics.median(v) for k, v in rounds.items()}
 
 
-def overheads(rounds: Dict[str, List[float]], base: str) -> Dict[str, float]:
-    """Median over rounds of each fn's time over ``base``'s in that round,
-    minus 1: a slow spell of the machine hits both sides of each ratio."""
-    return {
-        k: statistics.median(t / b for t, b in zip(v, rounds[base])) - 1
-        for k, v in rounds.items()
-    }
+def overheads(rounds: Dict[str, List[float]],
+              base: str) -> Dict[str, List[float]]:
+    """Quartiles (q1, median, q3) over rounds of each fn's time over
+    ``base``'s in that round, minus 1: a slow spell of the machine hits both
+    sides of each ratio, and the spread shows what it did not even out."""
+    out = {}
+    for k, v in rounds.items():
+        ratios = [t / b - 1 for t, b in zip(v, rounds[base])]
+        out[k] = statistics.quantiles(ratios, n=4, method='inclusive')
+    return out
 
 
 def copy_bandwidth(device: str, repeat: int) -> float:
@@ -255,11 +258,12 @@ def officialize(model: nn.Module) -> nn.Module:
 
 
 def bench_backbones(args) -> List[dict]:
+    # mmsa next to R50 in each round: the ratio that the targets are about
     variants = {
         'R50': dict(),
+        'SA-R50 (mmsa)': dict(attention=dict(type='SA')),
         'SA-R50 (official form)': dict(attention=dict(type='SA',
                                                       impl='reference')),
-        'SA-R50 (mmsa)': dict(attention=dict(type='SA')),
     }
     if not args.no_info:
         for name in INFO_ATTENTIONS:
@@ -300,8 +304,10 @@ def bench_backbones(args) -> List[dict]:
         row = dict(model=name,
                    train_ms=statistics.median(t_train[name]) * 1e3,
                    infer_ms=statistics.median(t_infer[name]) * 1e3,
-                   train_overhead=o_train[name],
-                   infer_overhead=o_infer[name])
+                   train_overhead=o_train[name][1],
+                   infer_overhead=o_infer[name][1],
+                   train_overhead_iqr=[o_train[name][0], o_train[name][2]],
+                   infer_overhead_iqr=[o_infer[name][0], o_infer[name][2]])
         rows.append(row)
         print(f'[backbone] {name}: train {row["train_ms"]:.0f} ms '
               f'({row["train_overhead"]:+.1%}), inference '
@@ -361,14 +367,22 @@ def markdown(result: dict) -> str:
     lines += [
         '', f'Backbone level (ResNet-50, input {tuple(result["input"])}; '
         'overhead = median over rounds of time / plain R50 time in the same '
-        'round):', '',
+        'round, with the quartiles of those ratios in brackets):', '',
         '| backbone | train step ms | overhead | inference ms | overhead |',
         '|---|---|---|---|---|'
     ]
+
+    def overhead(r, key):
+        text = f'{r[key]:+.1%}'
+        if f'{key}_iqr' in r:
+            q1, q3 = r[f'{key}_iqr']
+            text += f' [{q1:+.1%}, {q3:+.1%}]'
+        return text
+
     for r in result['backbones']:
         lines.append(f'| {r["model"]} | {r["train_ms"]:.0f} | '
-                     f'{r["train_overhead"]:+.1%} | {r["infer_ms"]:.0f} | '
-                     f'{r["infer_overhead"]:+.1%} |')
+                     f'{overhead(r, "train_overhead")} | {r["infer_ms"]:.0f} '
+                     f'| {overhead(r, "infer_overhead")} |')
     return '\n'.join(lines) + '\n'
 
 
