@@ -155,9 +155,8 @@ class _SAFusedFunction(torch.autograd.Function):
             residual = residual.to(x.dtype).contiguous()
         out, mean, rstd = _ext.forward(x, params, groups, eps, residual)
         # with a residual the backward needs the output for the ReLU's mask
-        ctx.with_residual = residual is not None
-        ctx.save_for_backward(x, mean, rstd, out if ctx.with_residual else
-                              None, *params)
+        ctx.save_for_backward(x, mean, rstd,
+                              None if residual is None else out, *params)
         ctx.groups = groups
         return out
 
