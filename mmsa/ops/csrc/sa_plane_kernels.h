@@ -41,13 +41,15 @@ SA_TARGET static inline float sigmoid(float z) {
 }
 
 // Mean and biased variance of one plane (two passes; the second reads the
-// plane from cache).
+// plane from cache). The mean only when var is null (the channel half).
 SA_TARGET void plane_stats(const float* x, int64_t m, double* mean,
                            double* var) {
   double s = 0;
 #pragma omp simd reduction(+ : s)
   for (int64_t i = 0; i < m; ++i) s += x[i];
   const double mu = s / m;
+  *mean = mu;
+  if (var == nullptr) return;
   const float muf = static_cast<float>(mu);
   double ss = 0;
 #pragma omp simd reduction(+ : ss)
@@ -57,7 +59,6 @@ SA_TARGET void plane_stats(const float* x, int64_t m, double* mean,
   }
   // correct for the float rounding of the mean
   const double dm = mu - muf;
-  *mean = mu;
   *var = ss / m - dm * dm;
 }
 
@@ -81,24 +82,40 @@ SA_TARGET static inline void gates(const float* x, int64_t len, float a,
   for (int64_t i = 0; i < len; ++i) s[i] = sigmoid(a * x[i] + b);
 }
 
+// Brings the lines of [i0, i0 + len) of each plane in `ahead` (the next
+// plane's inputs) towards L2 while this plane computes, so that the next
+// plane's passes do not wait on DRAM.
+SA_TARGET static inline void prefetch_ahead(const SaAhead* ahead, int64_t i0,
+                                            int64_t len) {
+  if (ahead == nullptr) return;
+  for (int j = 0; j < 3; ++j) {
+    const float* p = ahead->p[j];
+    if (p == nullptr) continue;
+    for (int64_t i = 0; i < len; i += 16) __builtin_prefetch(p + i0 + i, 0, 2);
+  }
+}
+
 // y = x * sigmoid(a * x + b); with a residual r (the end of a ResNet
 // block), y = relu(x * sigmoid(a * x + b) + r), keeping NaN as torch.relu.
 SA_TARGET void plane_forward(const float* x, const float* r, float* y,
-                             int64_t m, float a, float b) {
-  if (a == 0.0f) {
-    const float s = sigmoid(b);
-    if (r == nullptr) {
-      for (int64_t i = 0; i < m; ++i) y[i] = x[i] * s;
-    } else {
-      for (int64_t i = 0; i < m; ++i) y[i] = relu(x[i] * s + r[i]);
-    }
-    return;
-  }
+                             int64_t m, float a, float b,
+                             const SaAhead* ahead) {
   float s[kChunk];
+  const float s0 = sigmoid(b);
   for (int64_t i0 = 0; i0 < m; i0 += kChunk) {
     const int64_t len = m - i0 < kChunk ? m - i0 : kChunk;
     const float* xc = x + i0;
     float* yc = y + i0;
+    prefetch_ahead(ahead, i0, len);
+    if (a == 0.0f) {
+      if (r == nullptr) {
+        for (int64_t i = 0; i < len; ++i) yc[i] = xc[i] * s0;
+      } else {
+        const float* rc = r + i0;
+        for (int64_t i = 0; i < len; ++i) yc[i] = relu(xc[i] * s0 + rc[i]);
+      }
+      continue;
+    }
     gates(xc, len, a, b, s);
     if (r == nullptr) {
       for (int64_t i = 0; i < len; ++i) yc[i] = xc[i] * s[i];
@@ -111,41 +128,45 @@ SA_TARGET void plane_forward(const float* x, const float* r, float* y,
 
 // With d = g * x * s * (1 - s), s = sigmoid(a * x + b): sum(d), sum(d * x).
 // g is gy, or with the block output y (residual forward) the gradient
-// through the ReLU, which is also the residual's: it is written to g_out
-// and read back from cache.
+// through the ReLU, which is also the residual's: it is written to g_out.
 // For a = 0 the same sums are s(1-s) * sum(g * x) and s(1-s) * sum(g*x*x).
-// For a != 0 the gates are also written to s_out (m values), so that
-// plane_backward_dx does not evaluate the sigmoid again.
+// The part of dx that needs no sums, t = g * s + a * d, goes to dx (from
+// where plane_backward_dx reads it back in cache): the second pass then
+// neither evaluates the gate again nor keeps it.
 SA_TARGET void plane_backward_sums(const float* gy, const float* y,
                                    float* g_out, const float* x, int64_t m,
                                    float a, float b, double* sum_d,
-                                   double* sum_dx, float* s_out) {
+                                   double* sum_dx, float* dx) {
   if (y != nullptr) {
     for (int64_t i = 0; i < m; ++i) g_out[i] = relu_grad(gy[i], y[i]);
   }
   const float* g = y == nullptr ? gy : g_out;
   double sd = 0, sdx = 0;
   if (a == 0.0f) {
-    const double s = sigmoid(b);
+    const float s = sigmoid(b);
 #pragma omp simd reduction(+ : sd, sdx)
     for (int64_t i = 0; i < m; ++i) {
       const float gx = g[i] * x[i];
+      dx[i] = g[i] * s;
       sd += gx;
       sdx += static_cast<double>(gx) * x[i];
     }
-    *sum_d = sd * s * (1 - s);
-    *sum_dx = sdx * s * (1 - s);
+    const double ds = static_cast<double>(s) * (1 - s);
+    *sum_d = sd * ds;
+    *sum_dx = sdx * ds;
     return;
   }
+  float s[kChunk];
   for (int64_t i0 = 0; i0 < m; i0 += kChunk) {
     const int64_t len = m - i0 < kChunk ? m - i0 : kChunk;
     const float* xc = x + i0;
     const float* gc = g + i0;
-    float* s = s_out + i0;
+    float* tc = dx + i0;
     gates(xc, len, a, b, s);
 #pragma omp simd reduction(+ : sd, sdx)
     for (int64_t i = 0; i < len; ++i) {
       const float d = gc[i] * xc[i] * s[i] * (1.0f - s[i]);
+      tc[i] = gc[i] * s[i] + a * d;
       sd += d;
       sdx += static_cast<double>(d) * xc[i];
     }
@@ -154,20 +175,15 @@ SA_TARGET void plane_backward_sums(const float* gy, const float* y,
   *sum_dx = sdx;
 }
 
-// dx = g * s + a * d + alpha * x + beta, with s the gates plane_backward_sums
-// wrote (a != 0) or sigmoid(b) (a = 0).
-SA_TARGET void plane_backward_dx(const float* g, const float* x,
-                                 const float* s, float* dx, int64_t m,
-                                 float a, float b, float alpha, float beta) {
-  if (a == 0.0f) {
-    const float s0 = sigmoid(b);
-    for (int64_t i = 0; i < m; ++i) dx[i] = g[i] * s0 + alpha * x[i] + beta;
+// dx = t + alpha * x + beta, t as plane_backward_sums left it in dx
+// (alpha = 0 for the channel half, which then does not read x).
+SA_TARGET void plane_backward_dx(const float* x, float* dx, int64_t m,
+                                 float alpha, float beta) {
+  if (alpha == 0.0f) {
+    for (int64_t i = 0; i < m; ++i) dx[i] += beta;
     return;
   }
-  for (int64_t i = 0; i < m; ++i) {
-    const float d = g[i] * x[i] * s[i] * (1.0f - s[i]);
-    dx[i] = g[i] * s[i] + a * d + alpha * x[i] + beta;
-  }
+  for (int64_t i = 0; i < m; ++i) dx[i] += alpha * x[i] + beta;
 }
 
 }  // namespace SA_NS

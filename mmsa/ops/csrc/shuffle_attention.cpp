@@ -23,11 +23,17 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
+
+// Inputs of the next plane to prefetch while one plane computes.
+struct SaAhead {
+  const float* p[3];
+};
 
 #define SA_TARGET
 #define SA_NS sa_default
@@ -55,11 +61,11 @@ namespace {
 
 struct FloatKernels {
   void (*stats)(const float*, int64_t, double*, double*);
-  void (*forward)(const float*, const float*, float*, int64_t, float, float);
+  void (*forward)(const float*, const float*, float*, int64_t, float, float,
+                  const SaAhead*);
   void (*sums)(const float*, const float*, float*, const float*, int64_t,
                float, float, double*, double*, float*);
-  void (*dx)(const float*, const float*, const float*, float*, int64_t, float,
-             float, float, float);
+  void (*dx)(const float*, float*, int64_t, float, float);
   const char* isa;
 };
 
@@ -123,9 +129,10 @@ void stats_d(const double* x, int64_t m, double* mean, double* var) {
   double s = 0;
   for (int64_t i = 0; i < m; ++i) s += x[i];
   const double mu = s / m;
+  *mean = mu;
+  if (var == nullptr) return;
   double ss = 0;
   for (int64_t i = 0; i < m; ++i) ss += (x[i] - mu) * (x[i] - mu);
-  *mean = mu;
   *var = ss / m;
 }
 
@@ -141,7 +148,7 @@ void forward_d(const double* x, const double* r, double* y, int64_t m,
 
 void sums_d(const double* gy, const double* y, double* g_out,
             const double* x, int64_t m, double a, double b, double* sum_d,
-            double* sum_dx, double* s_out) {
+            double* sum_dx, double* dx) {
   const double* g = gy;
   if (y != nullptr) {
     for (int64_t i = 0; i < m; ++i) g_out[i] = y[i] <= 0 ? 0 : gy[i];
@@ -151,7 +158,7 @@ void sums_d(const double* gy, const double* y, double* g_out,
   for (int64_t i = 0; i < m; ++i) {
     const double s = sigmoid_d(a * x[i] + b);
     const double d = g[i] * x[i] * s * (1 - s);
-    s_out[i] = s;
+    dx[i] = g[i] * s + a * d;
     sd += d;
     sdx += d * x[i];
   }
@@ -159,11 +166,9 @@ void sums_d(const double* gy, const double* y, double* g_out,
   *sum_dx = sdx;
 }
 
-void dx_d(const double* g, const double* x, const double* s, double* dx,
-          int64_t m, double a, double /*b*/, double alpha, double beta) {
+void dx_d(const double* x, double* dx, int64_t m, double alpha, double beta) {
   for (int64_t i = 0; i < m; ++i) {
-    const double d = g[i] * x[i] * s[i] * (1 - s[i]);
-    dx[i] = g[i] * s[i] + a * d + alpha * x[i] + beta;
+    dx[i] += alpha == 0 ? beta : alpha * x[i] + beta;
   }
 }
 
@@ -176,17 +181,17 @@ struct Kernels<float> {
     float_kernels().stats(x, m, mean, var);
   }
   static void forward(const float* x, const float* r, float* y, int64_t m,
-                      float a, float b) {
-    float_kernels().forward(x, r, y, m, a, b);
+                      float a, float b, const SaAhead* ahead) {
+    float_kernels().forward(x, r, y, m, a, b, ahead);
   }
   static void sums(const float* gy, const float* y, float* g, const float* x,
                    int64_t m, float a, float b, double* sd, double* sdx,
                    float* s) {
     float_kernels().sums(gy, y, g, x, m, a, b, sd, sdx, s);
   }
-  static void dx(const float* g, const float* x, const float* s, float* dx,
-                 int64_t m, float a, float b, float alpha, float beta) {
-    float_kernels().dx(g, x, s, dx, m, a, b, alpha, beta);
+  static void dx(const float* x, float* dx, int64_t m, float alpha,
+                 float beta) {
+    float_kernels().dx(x, dx, m, alpha, beta);
   }
 };
 
@@ -196,7 +201,7 @@ struct Kernels<double> {
     stats_d(x, m, mean, var);
   }
   static void forward(const double* x, const double* r, double* y, int64_t m,
-                      double a, double b) {
+                      double a, double b, const SaAhead*) {
     forward_d(x, r, y, m, a, b);
   }
   static void sums(const double* gy, const double* y, double* g,
@@ -204,32 +209,79 @@ struct Kernels<double> {
                    double* sdx, double* s) {
     sums_d(gy, y, g, x, m, a, b, sd, sdx, s);
   }
-  static void dx(const double* g, const double* x, const double* s,
-                 double* dx, int64_t m, double a, double b, double alpha,
+  static void dx(const double* x, double* dx, int64_t m, double alpha,
                  double beta) {
-    dx_d(g, x, s, dx, m, a, b, alpha, beta);
+    dx_d(x, dx, m, alpha, beta);
   }
 };
 
-// Where plane c's values sit: its parameter index j, which half, and the
-// output channel after the 2-group shuffle.
-struct PlaneMap {
-  int64_t c, groups, k;
-  int64_t param() const { return (c % (2 * k)) % k; }
-  bool spatial() const { return (c % (2 * k)) >= k; }
-  int64_t out_channel(int64_t channels) const {
-    const int64_t half = channels / 2;
-    return 2 * (c % half) + c / half;
+// Prefetching is for the float kernels; the double ones ignore it.
+inline const float* as_float(const float* p) { return p; }
+inline const float* as_float(const double*) { return nullptr; }
+
+// What channel c of the input is: its parameter index j, which half, and
+// its output channel after the 2-group shuffle. Tabulated once per call:
+// computed per plane, the ~10 integer divisions cost more than a whole
+// 16x16 plane's arithmetic.
+struct ChannelRole {
+  int64_t param;
+  int64_t out_channel;
+  bool spatial;
+};
+
+std::vector<ChannelRole> channel_roles(int64_t channels, int64_t groups) {
+  const int64_t k = channels / (2 * groups), half = channels / 2;
+  std::vector<ChannelRole> roles(channels);
+  for (int64_t c = 0; c < channels; ++c) {
+    roles[c] = {(c % (2 * k)) % k, 2 * (c % half) + c / half,
+                (c % (2 * k)) >= k};
   }
+  return roles;
+}
+
+// The planes [begin, end) of the N * C planes in order, tracking each
+// one's channel without dividing.
+class PlaneWalk {
+ public:
+  PlaneWalk(const std::vector<ChannelRole>& roles, int64_t m, int64_t begin,
+            int64_t end)
+      : roles_(roles), c_(static_cast<int64_t>(roles.size())),
+        ahead_(std::min<int64_t>(c_, std::max<int64_t>(1, kAhead / m))),
+        end_(end), plane_(begin), ch_(begin % c_) {}
+  int64_t plane() const { return plane_; }
+  const ChannelRole& role() const { return roles_[ch_]; }
+  // Index of this plane's output plane (n, out_channel).
+  int64_t out_plane() const { return plane_ - ch_ + roles_[ch_].out_channel; }
+  // The plane whose inputs to prefetch while this one computes (input and
+  // output plane index): at least kAhead values on, so that it arrives in
+  // time, or false past the range.
+  bool prefetch_target(int64_t* in_plane, int64_t* out_plane) const {
+    if (plane_ + ahead_ >= end_) return false;
+    const int64_t ch = ch_ + ahead_ < c_ ? ch_ + ahead_ : ch_ + ahead_ - c_;
+    *in_plane = plane_ + ahead_;
+    *out_plane = *in_plane - ch + roles_[ch].out_channel;
+    return true;
+  }
+  bool done() const { return plane_ >= end_; }
+  void next() {
+    ++plane_;
+    ch_ = ch_ + 1 == c_ ? 0 : ch_ + 1;
+  }
+
+ private:
+  static constexpr int64_t kAhead = 4096;
+  const std::vector<ChannelRole>& roles_;
+  const int64_t c_, ahead_, end_;
+  int64_t plane_, ch_;
 };
 
 // Gate coefficients of one plane from its statistics.
 template <typename T>
-inline void coefficients(const PlaneMap& p, double mean, double rstd,
+inline void coefficients(const ChannelRole& role, double mean, double rstd,
                          const T* cw, const T* cb, const T* sw, const T* sb,
                          const T* gw, const T* gb, double* a, double* b) {
-  const int64_t j = p.param();
-  if (p.spatial()) {
+  const int64_t j = role.param;
+  if (role.spatial) {
     *a = static_cast<double>(sw[j]) * gw[j] * rstd;
     *b = static_cast<double>(sw[j]) * (gb[j] - gw[j] * mean * rstd) + sb[j];
   } else {
@@ -392,7 +444,8 @@ void check_like_x(const std::optional<at::Tensor>& t, const at::Tensor& x,
 // params: cweight, cbias, sweight, sbias, gn_weight, gn_bias (k values each).
 // With a residual r (shape and dtype of x) the output is relu(SA(x) + r),
 // the end of a ResNet block in one pass.
-// Returns out (shuffled), mean and rstd per (n, c) plane (float64).
+// Returns out (shuffled), mean and rstd per (n, c) plane (float64; rstd is
+// 0 for the channel half, which does not use it).
 std::vector<at::Tensor> sa_forward(const at::Tensor& x,
                                    const std::vector<at::Tensor>& params,
                                    int64_t groups, double eps,
@@ -400,7 +453,6 @@ std::vector<at::Tensor> sa_forward(const at::Tensor& x,
   check_inputs(x, params, groups);
   check_like_x(residual, x, "residual");
   const int64_t n = x.size(0), c = x.size(1), m = x.size(2) * x.size(3);
-  const int64_t k = c / (2 * groups);
   auto out = OutputPool::get().empty_like(x);
   auto mean = at::empty({n, c}, x.options().dtype(at::kDouble));
   auto rstd = at::empty({n, c}, x.options().dtype(at::kDouble));
@@ -418,20 +470,29 @@ std::vector<at::Tensor> sa_forward(const at::Tensor& x,
         residual.has_value() ? residual->data_ptr<scalar_t>() : nullptr;
     double* mp = mean.data_ptr<double>();
     double* rp = rstd.data_ptr<double>();
+    const std::vector<ChannelRole> roles = channel_roles(c, groups);
     at::parallel_for(0, n * c, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t plane = begin; plane < end; ++plane) {
-        const int64_t b = plane / c;
-        const PlaneMap p{plane % c, groups, k};
+      for (PlaneWalk walk(roles, m, begin, end); !walk.done(); walk.next()) {
+        const int64_t plane = walk.plane();
+        const ChannelRole& role = walk.role();
         const scalar_t* xs = xp + plane * m;
-        double mu, var;
-        K::stats(xs, m, &mu, &var);
-        const double rs = 1.0 / std::sqrt(std::max(var, 0.0) + eps);
+        // the channel half needs only the mean (its rstd is stored as 0)
+        double mu, var = 0;
+        K::stats(xs, m, &mu, role.spatial ? &var : nullptr);
+        const double rs =
+            role.spatial ? 1.0 / std::sqrt(std::max(var, 0.0) + eps) : 0.0;
         double a, bb;
-        coefficients(p, mu, rs, cw, cb, sw, sb, gw, gb, &a, &bb);
-        const int64_t out_plane = (b * c + p.out_channel(c)) * m;
+        coefficients(role, mu, rs, cw, cb, sw, sb, gw, gb, &a, &bb);
+        const int64_t out_plane = walk.out_plane() * m;
+        SaAhead ahead{};
+        int64_t pf_in, pf_out;
+        if (walk.prefetch_target(&pf_in, &pf_out)) {
+          ahead.p[0] = as_float(xp + pf_in * m);
+          if (resp != nullptr) ahead.p[1] = as_float(resp + pf_out * m);
+        }
         K::forward(xs, resp == nullptr ? nullptr : resp + out_plane,
                    yp + out_plane, m, static_cast<scalar_t>(a),
-                   static_cast<scalar_t>(bb));
+                   static_cast<scalar_t>(bb), &ahead);
         mp[plane] = mu;
         rp[plane] = rs;
       }
@@ -485,29 +546,27 @@ std::vector<at::Tensor> sa_backward(const at::Tensor& grad_out,
     const double* rp = rstd.data_ptr<double>();
     double* p0p = p0.data_ptr<double>();
     double* p1p = p1.data_ptr<double>();
+    const std::vector<ChannelRole> roles = channel_roles(c, groups);
     at::parallel_for(0, n * c, 1, [&](int64_t begin, int64_t end) {
-      // one plane of gates, reused by the dx pass (in L2 with x and g)
-      std::vector<scalar_t> gate(m);
-      for (int64_t plane = begin; plane < end; ++plane) {
-        const int64_t b = plane / c;
-        const PlaneMap p{plane % c, groups, k};
+      for (PlaneWalk walk(roles, m, begin, end); !walk.done(); walk.next()) {
+        const int64_t plane = walk.plane();
+        const ChannelRole& role = walk.role();
         const scalar_t* xs = xp + plane * m;
-        const int64_t out_plane = (b * c + p.out_channel(c)) * m;
+        const int64_t out_plane = walk.out_plane() * m;
         const scalar_t* gys = gyp + out_plane;
-        // with the block output, the gradient through the ReLU goes to
-        // dres and is read back from cache by the dx pass
+        // with the block output, the gradient through the ReLU goes to dres
         const scalar_t* ys = yp == nullptr ? nullptr : yp + out_plane;
         scalar_t* gs_out = drp == nullptr ? nullptr : drp + out_plane;
-        const scalar_t* gs = ys == nullptr ? gys : gs_out;
+        scalar_t* dxs = dxp + plane * m;
         const double mu = mp[plane], rs = rp[plane];
         double a, bb;
-        coefficients(p, mu, rs, cw, cb, sw, sb, gw, gb, &a, &bb);
+        coefficients(role, mu, rs, cw, cb, sw, sb, gw, gb, &a, &bb);
         const scalar_t af = static_cast<scalar_t>(a),
                        bf = static_cast<scalar_t>(bb);
         double sum_d, sum_dx;
-        K::sums(gys, ys, gs_out, xs, m, af, bf, &sum_d, &sum_dx, gate.data());
+        K::sums(gys, ys, gs_out, xs, m, af, bf, &sum_d, &sum_dx, dxs);
         double alpha, beta;
-        if (p.spatial()) {
+        if (role.spatial) {
           const double m1 = sum_d / m;
           const double m2 = rs * (sum_dx / m - mu * m1);  // mean(d * xhat)
           alpha = -a * rs * m2;
@@ -516,12 +575,12 @@ std::vector<at::Tensor> sa_backward(const at::Tensor& grad_out,
           p1p[plane] = m2 * m;
         } else {
           alpha = 0;
-          beta = static_cast<double>(cw[p.param()]) * sum_d / m;
+          beta = static_cast<double>(cw[role.param]) * sum_d / m;
           p0p[plane] = sum_d;
           p1p[plane] = sum_d * mu;
         }
-        K::dx(gs, xs, gate.data(), dxp + plane * m, m, af, bf,
-              static_cast<scalar_t>(alpha), static_cast<scalar_t>(beta));
+        K::dx(xs, dxs, m, static_cast<scalar_t>(alpha),
+              static_cast<scalar_t>(beta));
       }
     });
   });
