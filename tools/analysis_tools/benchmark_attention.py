@@ -11,8 +11,10 @@ round (A, B, A, B, ...; median of each), so machine noise hits both sides.
   baseline) vs mmsa's SA, forward and forward+backward, at the ResNet-50
   stage shapes (strides 4-32) of a batch-2 800x1344 detection input and a
   batch-4 512x512 segmentation input. Floor = 3 passes over the tensor's
-  bytes at the copy bandwidth measured here with a large ``dst.copy_(src)``
-  (read + write counted). Peak memory = the highest allocator total during
+  bytes at the copy bandwidth of a large ``dst.copy_(src)`` (256 MiB, read
+  + write counted), timed in the same rounds as each shape's ops (this
+  box's bandwidth moves by half between minutes); each ratio to the floor
+  is the median over rounds of time / floor in that round. Peak memory = the highest allocator total during
   one forward+backward above the level before it: ``torch.cuda`` peak stats
   on CUDA; on CPU the ``Total Allocated`` of the ``[memory]`` events of
   ``torch.profiler(profile_memory=True)``, with the fused kernel's output
@@ -128,14 +130,25 @@ def overheads(rounds: Dict[str, List[float]],
     return out
 
 
-def copy_bandwidth(device: str, repeat: int) -> float:
-    """Bytes per second moved (read + write) by a large tensor copy."""
-    n = 64 * 2**20  # 256 MiB of float32
-    src = torch.randn(n, device=device)
+def big_copy(device: str) -> Callable[[], object]:
+    """A copy of 256 MiB of float32: the bandwidth probe for the floor."""
+    src = torch.randn(64 * 2**20, device=device)
     dst = torch.empty_like(src)
-    t = interleaved({'copy': lambda: dst.copy_(src)}, device,
-                    max(repeat, 5), 2)['copy']
-    return 2 * src.numel() * src.element_size() / t
+    return lambda: dst.copy_(src)
+
+
+BIG_COPY_BYTES = 2 * 64 * 2**20 * 4  # read + write
+
+
+def floor_ratios(rounds: Dict[str, List[float]], nbytes: int,
+                 names: Sequence[str]) -> Dict[str, float]:
+    """Median over rounds of each fn's time over the floor of that round
+    (3 passes of ``nbytes`` at the bandwidth of the round's big copy)."""
+    floors = [3 * nbytes * t / BIG_COPY_BYTES for t in rounds['copy']]
+    return {
+        k: statistics.median(t / f for t, f in zip(rounds[k], floors))
+        for k in names
+    }
 
 
 def peak_bytes(fn: Callable[[], object], device: str) -> int:
@@ -187,8 +200,9 @@ def compiled_reference(sa: ShuffleAttention) -> Callable:
     return run
 
 
-def bench_ops(args, bandwidth: float) -> List[dict]:
+def bench_ops(args) -> List[dict]:
     rows = []
+    copy = big_copy(args.device)
     inputs = QUICK_OP_INPUTS if args.quick else OP_INPUTS
     for task, batch, height, width in inputs:
         for channels, stride in R50_STAGES:
@@ -217,21 +231,31 @@ def bench_ops(args, bandwidth: float) -> List[dict]:
             # What any op pays for one fresh output of this size (the
             # allocator's page faults on first touch), for reading the rest.
             fns = {'official': fwd(off), 'mmsa': fwd(sa),
-                   'new': lambda: torch.empty_like(x).fill_(0)}
+                   'new': lambda: torch.empty_like(x).fill_(0), 'copy': copy}
             if args.inductor:
                 fns['inductor'] = fwd(compiled_reference(sa))
-            t_fwd = interleaved(fns, args.device, args.repeat, args.warmup)
-            t_fb = interleaved({'official': fwd_bwd(off),
-                                'mmsa': fwd_bwd(sa)}, args.device,
-                               args.repeat, args.warmup)
-            floor = 3 * x.numel() * x.element_size() / bandwidth
+            r_fwd = interleaved_rounds(fns, args.device, args.repeat,
+                                       args.warmup)
+            r_fb = interleaved_rounds({'official': fwd_bwd(off),
+                                       'mmsa': fwd_bwd(sa), 'copy': copy},
+                                      args.device, args.repeat, args.warmup)
+            t_fwd = {k: statistics.median(v) for k, v in r_fwd.items()}
+            t_fb = {k: statistics.median(v) for k, v in r_fb.items()}
+            nbytes = x.numel() * x.element_size()
+            t_copy = statistics.median(r_fwd['copy'] + r_fb['copy'])
+            floor = 3 * nbytes * t_copy / BIG_COPY_BYTES
+            x_fwd = floor_ratios(r_fwd, nbytes, ('official', 'mmsa'))
+            x_fb = floor_ratios(r_fb, nbytes, ('official', 'mmsa'))
             row = dict(task=task, shape=list(shape), path=sa.path,
-                       floor_ms=floor * 1e3, new_output_ms=t_fwd['new'] * 1e3)
+                       floor_ms=floor * 1e3, new_output_ms=t_fwd['new'] * 1e3,
+                       bandwidth_gbs=BIG_COPY_BYTES / t_copy / 1e9)
             if args.inductor:
                 row['inductor_fwd_ms'] = t_fwd['inductor'] * 1e3
             for name, m in (('official', off), ('mmsa', sa)):
                 row[f'{name}_fwd_ms'] = t_fwd[name] * 1e3
                 row[f'{name}_fb_ms'] = t_fb[name] * 1e3
+                row[f'{name}_fwd_x'] = x_fwd[name]
+                row[f'{name}_fb_x'] = x_fb[name]
                 # with fresh outputs: the profiler sees no allocation when
                 # the kernel reuses a cached output
                 set_output_cache_limit(0)
@@ -243,7 +267,9 @@ def bench_ops(args, bandwidth: float) -> List[dict]:
                   f'{row["official_fwd_ms"]:.2f} ms, mmsa '
                   f'{row["mmsa_fwd_ms"]:.2f} ms ({row["path"]}); fwd+bwd '
                   f'{row["official_fb_ms"]:.2f} / {row["mmsa_fb_ms"]:.2f} '
-                  f'ms; floor {floor * 1e3:.2f} ms', flush=True)
+                  f'ms; floor {floor * 1e3:.2f} ms (x floor: mmsa fwd '
+                  f'{row["mmsa_fwd_x"]:.2f}, fwd+bwd {row["mmsa_fb_x"]:.2f})',
+                  flush=True)
             del x, xg, grad
     return rows
 
@@ -330,12 +356,15 @@ def machine(device: str, cache_mib: int) -> str:
 
 
 def markdown(result: dict) -> str:
+    bws = [r['bandwidth_gbs'] for r in result['ops']]
+    bw_text = (f'; copy bandwidth {min(bws):.1f}-{max(bws):.1f} GB/s (read + '
+               'write, 256 MiB, timed in each shape\'s rounds)' if bws else '')
     lines = [
         f'Machine: {result["machine"]}; torch {result["torch"]}; '
-        f'device {result["device"]}; copy bandwidth '
-        f'{result["bandwidth_gbs"]:.1f} GB/s (read + write).', '',
-        'Op level (ms; ratio to floor = 3 tensor passes at that bandwidth; '
-        'new output = allocating and first touching one tensor of the '
+        f'device {result["device"]}{bw_text}.', '',
+        'Op level (ms, medians over rounds; x floor = median over rounds of '
+        'time / floor, floor = 3 tensor passes at the copy bandwidth of that '
+        'round; new output = allocating and first touching one tensor of the '
         'shape, which every fresh output pays (mmsa\'s come from its output '
         'cache unless it is off); peak = '
         'allocated during fwd+bwd, with fresh outputs):', '',
@@ -349,10 +378,10 @@ def markdown(result: dict) -> str:
         lines.append(
             f'| {r["task"]} | {tuple(r["shape"])} | {fl:.1f} | '
             f'{r.get("new_output_ms", float("nan")):.1f} | '
-            f'{r["official_fwd_ms"]:.1f} ({r["official_fwd_ms"] / fl:.1f}x) '
-            f'| {r["mmsa_fwd_ms"]:.1f} ({r["mmsa_fwd_ms"] / fl:.2f}x) | '
-            f'{r["official_fb_ms"]:.1f} ({r["official_fb_ms"] / fl:.1f}x) | '
-            f'{r["mmsa_fb_ms"]:.1f} ({r["mmsa_fb_ms"] / fl:.2f}x) | '
+            f'{r["official_fwd_ms"]:.1f} ({r["official_fwd_x"]:.1f}x) '
+            f'| {r["mmsa_fwd_ms"]:.1f} ({r["mmsa_fwd_x"]:.2f}x) | '
+            f'{r["official_fb_ms"]:.1f} ({r["official_fb_x"]:.1f}x) | '
+            f'{r["mmsa_fb_ms"]:.1f} ({r["mmsa_fb_x"]:.2f}x) | '
             f'{r["official_fwd_ms"] / r["mmsa_fwd_ms"]:.1f}x / '
             f'{r["official_fb_ms"] / r["mmsa_fb_ms"]:.1f}x | '
             f'{r["official_peak_mib"]:.0f} / {r["mmsa_peak_mib"]:.0f} |')
@@ -395,12 +424,12 @@ def plot(result: dict, path: str) -> None:
     labels = [f'{r["task"]} C={r["shape"][1]}' for r in ops]
     xs = range(len(ops))
     width = 0.2
-    bars = [('official fwd', 'official_fwd_ms'), ('mmsa fwd', 'mmsa_fwd_ms'),
-            ('official fwd+bwd', 'official_fb_ms'),
-            ('mmsa fwd+bwd', 'mmsa_fb_ms')]
+    bars = [('official fwd', 'official_fwd_x'), ('mmsa fwd', 'mmsa_fwd_x'),
+            ('official fwd+bwd', 'official_fb_x'),
+            ('mmsa fwd+bwd', 'mmsa_fb_x')]
     for i, (label, key) in enumerate(bars):
         ax0.bar([x + (i - 1.5) * width for x in xs],
-                [r[key] / r['floor_ms'] for r in ops], width, label=label)
+                [r[key] for r in ops], width, label=label)
     ax0.axhline(1, color='k', lw=0.8)
     ax0.set_xticks(list(xs), labels, rotation=30, ha='right')
     ax0.set_ylabel('time / floor (3 tensor passes)')
@@ -467,14 +496,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
     set_output_cache_limit(args.cache_mib)
-    bandwidth = copy_bandwidth(args.device, args.repeat)
-    print(f'copy bandwidth {bandwidth / 1e9:.1f} GB/s', flush=True)
     result = dict(
         date=datetime.date.today().isoformat(), machine=machine(args.device, args.cache_mib),
         device=args.device, torch=torch.__version__,
         command=' '.join([osp.relpath(sys.argv[0])] + sys.argv[1:]),
-        bandwidth_gbs=bandwidth / 1e9, input=args.input,
-        ops=[] if args.skip_ops else bench_ops(args, bandwidth),
+        input=args.input,
+        ops=[] if args.skip_ops else bench_ops(args),
         backbones=[] if args.skip_backbones else bench_backbones(args))
     table = markdown(result)
     print(table)

@@ -1,0 +1,52 @@
+"""tools/analysis_tools/benchmark_attention.py: its ratios, and one quick run."""
+import importlib.util
+import statistics
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load_tool():
+    path = ROOT / 'tools' / 'analysis_tools' / 'benchmark_attention.py'
+    spec = importlib.util.spec_from_file_location('benchmark_attention', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_floor_ratio_is_taken_per_round():
+    bench = _load_tool()
+    # A tensor of a third of the probe's bytes: its floor (3 passes) equals
+    # the probe copy's time in each round.
+    nbytes = bench.BIG_COPY_BYTES // 3
+    rounds = {'copy': [0.1, 0.2, 0.1], 'op': [0.3, 0.6, 0.9]}
+    ratios = bench.floor_ratios(rounds, nbytes, ['op'])
+    # per round 3x, 3x, 9x: median 3x (the ratio of the medians would be 6x)
+    assert ratios['op'] == pytest.approx(3.0)
+    assert statistics.median(rounds['op']) / statistics.median(
+        rounds['copy']) == pytest.approx(6.0)
+
+
+def test_overheads_are_quartiles_of_per_round_ratios():
+    bench = _load_tool()
+    rounds = {'R50': [1.0, 2.0, 1.0, 1.0, 1.0], 'SA': [1.1, 2.0, 1.2, 1.0, 1.3]}
+    q1, median, q3 = bench.overheads(rounds, 'R50')['SA']
+    assert (q1, median, q3) == pytest.approx((0.0, 0.1, 0.2))
+
+
+@pytest.mark.slow
+def test_quick_op_run_prints_every_stage(tmp_path):
+    bench = _load_tool()
+    out = tmp_path / 'table.md'
+    result = bench.main(['--quick', '--skip-backbones', '--repeat', '1',
+                         '--warmup', '0', '--out', str(out)])
+    assert [tuple(r['shape'][1:2]) for r in result['ops']] == [
+        (256, ), (512, ), (1024, ), (2048, )] * 2
+    for r in result['ops']:
+        assert r['floor_ms'] > 0 and r['bandwidth_gbs'] > 0
+        assert r['mmsa_peak_mib'] > 0 and r['official_peak_mib'] > 0
+    table = out.read_text()
+    assert table.count('| det |') == 4 and table.count('| seg |') == 4
+    assert 'copy bandwidth' in table
