@@ -1,17 +1,32 @@
-"""Checks shared by the attention tests.
+"""Checks shared by the attention tests, and a loader for the tools.
 
 Parameters are always randomised before comparing against a reference:
 the paper inits (SA's zero weights, SGE's zero weights) make half the math
 vanish and would hide bugs.
 """
+import importlib.util
+from pathlib import Path
+from types import ModuleType
 from typing import Callable, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
+ROOT = Path(__file__).resolve().parents[1]
+
 # Batch 1, non-square and odd spatial sizes.
 SHAPES: Sequence[Tuple[int, int, int, int]] = ((1, 64, 7, 7), (2, 128, 5, 9),
                                                (3, 256, 12, 4))
+
+
+def load_tool(relpath: str) -> ModuleType:
+    """Import a script under tools/ (not a package), e.g.
+    ``'tools/model_converters/van2mmsa.py'``, as a module."""
+    path = ROOT / relpath
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from testing_utils import assert_close, num_params, randomize_
+from testing_utils import assert_close, load_tool, num_params, randomize_
 
 from mmsa.attention import LargeKernelAttention
 from mmsa.converters.van import convert_van
@@ -304,20 +304,12 @@ def test_converter_rejects_other_checkpoints():
         convert_van({'conv1.weight': torch.zeros(1)})
 
 
-def _load_tool():
-    path = ROOT / 'tools' / 'model_converters' / 'van2mmsa.py'
-    spec = importlib.util.spec_from_file_location('van2mmsa', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_converter_cli_and_pretrained_init(tmp_path):
     checkpoint = _official_checkpoint(TINY, seed=3)
     checkpoint['args'] = argparse.Namespace(model='van_b0', lr=1e-3)
     src, dst = tmp_path / 'van_tiny.pth.tar', tmp_path / 'out' / 'van.pth'
     torch.save(checkpoint, src)
-    _load_tool().main([str(src), str(dst)])
+    load_tool('tools/model_converters/van2mmsa.py').main([str(src), str(dst)])
     saved = torch.load(dst, map_location='cpu', weights_only=True)
     assert saved['meta']['source'] == 'van_tiny.pth.tar'
     assert list(saved['state_dict']) == list(convert_van(checkpoint))

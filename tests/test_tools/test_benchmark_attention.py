@@ -1,19 +1,12 @@
 """tools/analysis_tools/benchmark_attention.py: its ratios, and one quick run."""
-import importlib.util
 import statistics
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
+from testing_utils import load_tool
 
 
 def _load_tool():
-    path = ROOT / 'tools' / 'analysis_tools' / 'benchmark_attention.py'
-    spec = importlib.util.spec_from_file_location('benchmark_attention', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('tools/analysis_tools/benchmark_attention.py')
 
 
 def test_floor_ratio_is_taken_per_round():
