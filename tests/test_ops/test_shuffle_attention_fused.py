@@ -20,8 +20,10 @@ needs_kernel = pytest.mark.skipif(
 PARAM_NAMES = ('cweight', 'cbias', 'sweight', 'sbias', 'gn.weight', 'gn.bias')
 
 # (shape, groups): batch 1, odd and non-square H/W, a one-pixel-wide plane,
-# ResNet-like widths. (1x1 planes, where GroupNorm's variance is 0 and both
-# float32 paths carry ~1e-5 relative rounding error, are checked in float64.)
+# ResNet-like widths. The kernel's forward walks planes under 4 KiB in
+# output order and larger ones (25x42 here) in input order. (1x1 planes,
+# where GroupNorm's variance is 0 and both float32 paths carry ~1e-5
+# relative rounding error, are checked in float64.)
 CASES = [((1, 64, 7, 7), 8), ((2, 128, 5, 9), 64), ((3, 256, 13, 4), 16),
          ((2, 32, 3, 1), 4), ((1, 512, 25, 42), 64)]
 

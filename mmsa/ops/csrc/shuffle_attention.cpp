@@ -219,52 +219,64 @@ struct Kernels<double> {
 inline const float* as_float(const float* p) { return p; }
 inline const float* as_float(const double*) { return nullptr; }
 
-// What channel c of the input is: its parameter index j, which half, and
-// its output channel after the 2-group shuffle. Tabulated once per call:
-// computed per plane, the ~10 integer divisions cost more than a whole
-// 16x16 plane's arithmetic.
+// The channels in the order a pass walks them: each one's input and output
+// channel (the 2-group shuffle moves input channel i to output channel
+// 2 * (i % (C/2)) + i / (C/2)), parameter index j and half. Tabulated once
+// per call: computed per plane, the ~10 integer divisions cost more than a
+// whole 16x16 plane's arithmetic.
+//
+// Walked in input order, x and dx are read and written sequentially and
+// the output-shaped tensors (out, grad_out, residual) at every other
+// plane; in output order the other way round. Where a plane is smaller
+// than a 4 KiB page, every-other-plane access defeats the hardware
+// prefetcher, so the backward (three output-shaped tensors with a
+// residual, against x and dx) walks in output order, and so does the
+// forward for such small planes.
 struct ChannelRole {
-  int64_t param;
+  int64_t in_channel;
   int64_t out_channel;
+  int64_t param;
   bool spatial;
 };
 
-std::vector<ChannelRole> channel_roles(int64_t channels, int64_t groups) {
+std::vector<ChannelRole> channel_roles(int64_t channels, int64_t groups,
+                                       bool output_order) {
   const int64_t k = channels / (2 * groups), half = channels / 2;
   std::vector<ChannelRole> roles(channels);
   for (int64_t c = 0; c < channels; ++c) {
-    roles[c] = {(c % (2 * k)) % k, 2 * (c % half) + c / half,
-                (c % (2 * k)) >= k};
+    const int64_t o = 2 * (c % half) + c / half;
+    roles[output_order ? o : c] = {c, o, (c % (2 * k)) % k,
+                                   (c % (2 * k)) >= k};
   }
   return roles;
 }
 
-// The planes [begin, end) of the N * C planes in order, tracking each
-// one's channel without dividing.
+// The planes of positions [begin, end) of the N * C planes in the order of
+// `roles`, tracking the channel without dividing.
 class PlaneWalk {
  public:
   PlaneWalk(const std::vector<ChannelRole>& roles, int64_t m, int64_t begin,
             int64_t end)
       : roles_(roles), c_(static_cast<int64_t>(roles.size())),
         ahead_(std::min<int64_t>(c_, std::max<int64_t>(1, kAhead / m))),
-        end_(end), plane_(begin), ch_(begin % c_) {}
-  int64_t plane() const { return plane_; }
+        end_(end), pos_(begin), ch_(begin % c_) {}
   const ChannelRole& role() const { return roles_[ch_]; }
-  // Index of this plane's output plane (n, out_channel).
-  int64_t out_plane() const { return plane_ - ch_ + roles_[ch_].out_channel; }
-  // The plane whose inputs to prefetch while this one computes (input and
-  // output plane index): at least kAhead values on, so that it arrives in
-  // time, or false past the range.
+  // Plane indices (n * C + channel) in x and in the output.
+  int64_t in_plane() const { return pos_ - ch_ + roles_[ch_].in_channel; }
+  int64_t out_plane() const { return pos_ - ch_ + roles_[ch_].out_channel; }
+  // The planes whose inputs to prefetch while this one computes: at least
+  // kAhead values on, so that they arrive in time; false past the range.
   bool prefetch_target(int64_t* in_plane, int64_t* out_plane) const {
-    if (plane_ + ahead_ >= end_) return false;
+    if (pos_ + ahead_ >= end_) return false;
     const int64_t ch = ch_ + ahead_ < c_ ? ch_ + ahead_ : ch_ + ahead_ - c_;
-    *in_plane = plane_ + ahead_;
-    *out_plane = *in_plane - ch + roles_[ch].out_channel;
+    const int64_t base = pos_ + ahead_ - ch;
+    *in_plane = base + roles_[ch].in_channel;
+    *out_plane = base + roles_[ch].out_channel;
     return true;
   }
-  bool done() const { return plane_ >= end_; }
+  bool done() const { return pos_ >= end_; }
   void next() {
-    ++plane_;
+    ++pos_;
     ch_ = ch_ + 1 == c_ ? 0 : ch_ + 1;
   }
 
@@ -272,7 +284,7 @@ class PlaneWalk {
   static constexpr int64_t kAhead = 4096;
   const std::vector<ChannelRole>& roles_;
   const int64_t c_, ahead_, end_;
-  int64_t plane_, ch_;
+  int64_t pos_, ch_;
 };
 
 // Gate coefficients of one plane from its statistics.
@@ -470,10 +482,12 @@ std::vector<at::Tensor> sa_forward(const at::Tensor& x,
         residual.has_value() ? residual->data_ptr<scalar_t>() : nullptr;
     double* mp = mean.data_ptr<double>();
     double* rp = rstd.data_ptr<double>();
-    const std::vector<ChannelRole> roles = channel_roles(c, groups);
+    // planes under 4 KiB in output order (see ChannelRole)
+    const std::vector<ChannelRole> roles =
+        channel_roles(c, groups, m * sizeof(scalar_t) < 4096);
     at::parallel_for(0, n * c, 1, [&](int64_t begin, int64_t end) {
       for (PlaneWalk walk(roles, m, begin, end); !walk.done(); walk.next()) {
-        const int64_t plane = walk.plane();
+        const int64_t plane = walk.in_plane();
         const ChannelRole& role = walk.role();
         const scalar_t* xs = xp + plane * m;
         // the channel half needs only the mean (its rstd is stored as 0)
@@ -546,10 +560,11 @@ std::vector<at::Tensor> sa_backward(const at::Tensor& grad_out,
     const double* rp = rstd.data_ptr<double>();
     double* p0p = p0.data_ptr<double>();
     double* p1p = p1.data_ptr<double>();
-    const std::vector<ChannelRole> roles = channel_roles(c, groups);
+    const std::vector<ChannelRole> roles =
+        channel_roles(c, groups, /*output_order=*/true);
     at::parallel_for(0, n * c, 1, [&](int64_t begin, int64_t end) {
       for (PlaneWalk walk(roles, m, begin, end); !walk.done(); walk.next()) {
-        const int64_t plane = walk.plane();
+        const int64_t plane = walk.in_plane();
         const ChannelRole& role = walk.role();
         const scalar_t* xs = xp + plane * m;
         const int64_t out_plane = walk.out_plane() * m;
