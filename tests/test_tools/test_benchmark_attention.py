@@ -1,4 +1,4 @@
-"""tools/analysis_tools/benchmark_attention.py: its ratios, and one quick run."""
+"""tools/analysis_tools/benchmark_attention.py: its ratios, one quick run."""
 import statistics
 
 import pytest
@@ -24,7 +24,8 @@ def test_floor_ratio_is_taken_per_round():
 
 def test_overheads_are_quartiles_of_per_round_ratios():
     bench = _load_tool()
-    rounds = {'R50': [1.0, 2.0, 1.0, 1.0, 1.0], 'SA': [1.1, 2.0, 1.2, 1.0, 1.3]}
+    rounds = {'R50': [1.0, 2.0, 1.0, 1.0, 1.0],
+              'SA': [1.1, 2.0, 1.2, 1.0, 1.3]}
     q1, median, q3 = bench.overheads(rounds, 'R50')['SA']
     assert (q1, median, q3) == pytest.approx((0.0, 0.1, 0.2))
 

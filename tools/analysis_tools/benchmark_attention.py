@@ -12,10 +12,11 @@ round (A, B, A, B, ...; median of each), so machine noise hits both sides.
   stage shapes (strides 4-32) of a batch-2 800x1344 detection input and a
   batch-4 512x512 segmentation input. Floor = 3 passes over the tensor's
   bytes at the copy bandwidth of a large ``dst.copy_(src)`` (256 MiB, read
-  + write counted), timed in the same rounds as each shape's ops (this
-  box's bandwidth moves by half between minutes); each ratio to the floor
-  is the median over rounds of time / floor in that round. Peak memory = the highest allocator total during
-  one forward+backward above the level before it: ``torch.cuda`` peak stats
+  + write counted), timed in the same rounds as each shape's ops (a shared
+  box's bandwidth can move by half between minutes); each ratio to the
+  floor is the median over rounds of time / floor in that round. Peak
+  memory = the highest allocator total during one forward+backward above
+  the level before it: ``torch.cuda`` peak stats
   on CUDA; on CPU the ``Total Allocated`` of the ``[memory]`` events of
   ``torch.profiler(profile_memory=True)``, with the fused kernel's output
   cache off (the profiler sees no allocation when it reuses an output).
@@ -109,13 +110,6 @@ def interleaved_rounds(fns: Dict[str, Callable[[], object]], device: str,
             sync(device)
             times[name].append(time.perf_counter() - t0)
     return times
-
-
-def interleaved(fns: Dict[str, Callable[[], object]], device: str,
-                repeat: int, warmup: int) -> Dict[str, float]:
-    """Median seconds of each fn, timed round-robin."""
-    rounds = interleaved_rounds(fns, device, repeat, warmup)
-    return {k: statistics.median(v) for k, v in rounds.items()}
 
 
 def overheads(rounds: Dict[str, List[float]],

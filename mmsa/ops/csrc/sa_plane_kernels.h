@@ -82,9 +82,9 @@ SA_TARGET static inline void gates(const float* x, int64_t len, float a,
   for (int64_t i = 0; i < len; ++i) s[i] = sigmoid(a * x[i] + b);
 }
 
-// Brings the lines of [i0, i0 + len) of each plane in `ahead` (the next
-// plane's inputs) towards L2 while this plane computes, so that the next
-// plane's passes do not wait on DRAM.
+// Brings the lines of [i0, i0 + len) of each plane in `ahead` (the inputs
+// of a plane further on) towards L2 while this plane computes, so that
+// that plane's passes wait less on DRAM.
 SA_TARGET static inline void prefetch_ahead(const SaAhead* ahead, int64_t i0,
                                             int64_t len) {
   if (ahead == nullptr) return;

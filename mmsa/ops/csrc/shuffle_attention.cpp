@@ -23,14 +23,13 @@
 #include <mutex>
 #include <optional>
 #include <string>
-#include <type_traits>
 #include <vector>
 
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
 
-// Inputs of the next plane to prefetch while one plane computes.
+// The inputs of a plane further on, prefetched while one plane computes.
 struct SaAhead {
   const float* p[3];
 };
@@ -186,8 +185,8 @@ struct Kernels<float> {
   }
   static void sums(const float* gy, const float* y, float* g, const float* x,
                    int64_t m, float a, float b, double* sd, double* sdx,
-                   float* s) {
-    float_kernels().sums(gy, y, g, x, m, a, b, sd, sdx, s);
+                   float* dx) {
+    float_kernels().sums(gy, y, g, x, m, a, b, sd, sdx, dx);
   }
   static void dx(const float* x, float* dx, int64_t m, float alpha,
                  float beta) {
@@ -206,8 +205,8 @@ struct Kernels<double> {
   }
   static void sums(const double* gy, const double* y, double* g,
                    const double* x, int64_t m, double a, double b, double* sd,
-                   double* sdx, double* s) {
-    sums_d(gy, y, g, x, m, a, b, sd, sdx, s);
+                   double* sdx, double* dx) {
+    sums_d(gy, y, g, x, m, a, b, sd, sdx, dx);
   }
   static void dx(const double* x, double* dx, int64_t m, double alpha,
                  double beta) {
@@ -222,8 +221,8 @@ inline const float* as_float(const double*) { return nullptr; }
 // The channels in the order a pass walks them: each one's input and output
 // channel (the 2-group shuffle moves input channel i to output channel
 // 2 * (i % (C/2)) + i / (C/2)), parameter index j and half. Tabulated once
-// per call: computed per plane, the ~10 integer divisions cost more than a
-// whole 16x16 plane's arithmetic.
+// per call: computed per plane, its ~10 integer divisions cost about as
+// much as a whole 16x16 plane's arithmetic.
 //
 // Walked in input order, x and dx are read and written sequentially and
 // the output-shaped tensors (out, grad_out, residual) at every other
