@@ -124,21 +124,28 @@ def overheads(rounds: Dict[str, List[float]],
     return out
 
 
+BIG_COPY_NUMEL = 64 * 2**20  # 256 MiB of float32
+BIG_COPY_BYTES = 2 * BIG_COPY_NUMEL * 4  # read + write
+
+
 def big_copy(device: str) -> Callable[[], object]:
     """A copy of 256 MiB of float32: the bandwidth probe for the floor."""
-    src = torch.randn(64 * 2**20, device=device)
+    src = torch.randn(BIG_COPY_NUMEL, device=device)
     dst = torch.empty_like(src)
     return lambda: dst.copy_(src)
 
 
-BIG_COPY_BYTES = 2 * 64 * 2**20 * 4  # read + write
+def floor_seconds(nbytes: int, t_copy: float) -> float:
+    """3 passes of ``nbytes`` at the bandwidth of a big copy that took
+    ``t_copy`` seconds."""
+    return 3 * nbytes * t_copy / BIG_COPY_BYTES
 
 
 def floor_ratios(rounds: Dict[str, List[float]], nbytes: int,
                  names: Sequence[str]) -> Dict[str, float]:
     """Median over rounds of each fn's time over the floor of that round
     (3 passes of ``nbytes`` at the bandwidth of the round's big copy)."""
-    floors = [3 * nbytes * t / BIG_COPY_BYTES for t in rounds['copy']]
+    floors = [floor_seconds(nbytes, t) for t in rounds['copy']]
     return {
         k: statistics.median(t / f for t, f in zip(rounds[k], floors))
         for k in names
@@ -237,7 +244,7 @@ def bench_ops(args) -> List[dict]:
             t_fb = {k: statistics.median(v) for k, v in r_fb.items()}
             nbytes = x.numel() * x.element_size()
             t_copy = statistics.median(r_fwd['copy'] + r_fb['copy'])
-            floor = 3 * nbytes * t_copy / BIG_COPY_BYTES
+            floor = floor_seconds(nbytes, t_copy)
             x_fwd = floor_ratios(r_fwd, nbytes, ('official', 'mmsa'))
             x_fb = floor_ratios(r_fb, nbytes, ('official', 'mmsa'))
             row = dict(task=task, shape=list(shape), path=sa.path,
