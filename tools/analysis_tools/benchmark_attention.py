@@ -209,7 +209,6 @@ def bench_ops(args) -> List[dict]:
         for channels, stride in R50_STAGES:
             shape = (batch, channels, height // stride, width // stride)
             x = torch.randn(shape, device=args.device)
-            xg = x.clone().requires_grad_()
             grad = torch.randn_like(x)
             sa = random_sa(channels, 'auto', args.device)
             off = OfficialSA(sa)
@@ -221,6 +220,11 @@ def bench_ops(args) -> List[dict]:
                 return run
 
             def fwd_bwd(m):
+                # A leaf per variant: each call frees the .grad its own last
+                # call made (a shared leaf would charge one variant for
+                # unmapping the other's gradient, ~10 ms at 137 MB).
+                xg = x.clone().requires_grad_()
+
                 def run():
                     # a fresh .grad each time: accumulating into the last
                     # one would add a pass that is not SA's
@@ -271,7 +275,7 @@ def bench_ops(args) -> List[dict]:
                   f'ms; floor {floor * 1e3:.2f} ms (x floor: mmsa fwd '
                   f'{row["mmsa_fwd_x"]:.2f}, fwd+bwd {row["mmsa_fb_x"]:.2f})',
                   flush=True)
-            del x, xg, grad
+            del x, grad
     return rows
 
 
