@@ -7,9 +7,9 @@ channel shuffle is an index map on the output channel. :func:`sa_fused`
 runs that as one statistics pass and one element-wise pass per (sample,
 channel) plane, writing the shuffled output directly; its backward is one
 pass for two per-plane sums and one pass writing the input gradient. The
-kernel (``csrc/shuffle_attention.cpp``) is a CPU C++ extension built at
-install time; :func:`sa_reference` is the PyTorch composition it is tested
-against and falls back to.
+kernel and its autograd node (``csrc/shuffle_attention.cpp``) are a CPU C++
+extension built at install time; :func:`sa_reference` is the PyTorch
+composition it is tested against and falls back to.
 """
 import logging
 from typing import Optional, Set
@@ -17,7 +17,6 @@ from typing import Optional, Set
 import torch
 import torch.nn.functional as F
 from mmengine.logging import print_log
-from torch.autograd.function import once_differentiable
 
 try:
     from . import _sa_cpu as _ext
@@ -103,7 +102,7 @@ def sa_fused_unsupported(x: torch.Tensor) -> Optional[str]:
         return f'the fused SA kernel is CPU-only, got a {x.device.type} input'
     if x.dtype in (torch.float32, torch.float64):
         return None
-    if torch.is_autocast_enabled('cpu'):  # cast to float32 by custom_fwd
+    if torch.is_autocast_enabled('cpu'):  # sa_fused casts to float32
         return None
     return f'the fused SA kernel takes float32/float64, got {x.dtype}'
 
@@ -143,33 +142,6 @@ def set_output_cache_limit(mib: int) -> None:
         _ext.set_output_cache_limit(mib * 2**20)
 
 
-class _SAFusedFunction(torch.autograd.Function):
-
-    @staticmethod
-    @torch.amp.custom_fwd(device_type='cpu', cast_inputs=torch.float32)
-    def forward(ctx, x, groups, eps, residual, *params):
-        # (1, k, 1, 1) and (k,) parameters are both k contiguous values
-        params = [p.detach().to(x.dtype).contiguous() for p in params]
-        x = x.contiguous()
-        if residual is not None:
-            residual = residual.to(x.dtype).contiguous()
-        out, mean, rstd = _ext.forward(x, params, groups, eps, residual)
-        # with a residual the backward needs the output for the ReLU's mask
-        ctx.save_for_backward(x, mean, rstd,
-                              None if residual is None else out, *params)
-        ctx.groups = groups
-        return out
-
-    @staticmethod
-    @once_differentiable
-    @torch.amp.custom_bwd(device_type='cpu')
-    def backward(ctx, grad_out):
-        x, mean, rstd, out, *params = ctx.saved_tensors
-        dx, dres, *grads = _ext.backward(grad_out.contiguous(), x, mean,
-                                         rstd, params, ctx.groups, out)
-        return (dx, None, None, dres, *grads)
-
-
 def sa_fused(x: torch.Tensor,
              groups: int,
              cweight: torch.Tensor,
@@ -191,12 +163,20 @@ def sa_fused(x: torch.Tensor,
     Takes float32/float64 CPU input of any memory format (channels_last is
     made contiguous first) and returns a contiguous tensor; under CPU
     autocast the inputs are cast to float32. Check
-    :func:`sa_fused_unsupported` first. Differentiable once (no double
-    backward).
+    :func:`sa_fused_unsupported` first. Differentiable once: with
+    ``create_graph=True`` differentiating the gradients raises (use
+    :func:`sa_reference` for double backward). In profiles the forward is
+    ``mmsa::sa_fused`` and the backward ``CppNode<mmsa::SAFused>``.
     """
     if residual is not None and residual.shape != x.shape:
         raise ValueError(f'sa_fused: residual shape {tuple(residual.shape)} '
                          f'differs from the input\'s {tuple(x.shape)}; the '
                          f'block\'s identity (or downsample) must match it')
-    return _SAFusedFunction.apply(x, groups, eps, residual, cweight, cbias,
-                                  sweight, sbias, gn_weight, gn_bias)
+    params = (cweight, cbias, sweight, sbias, gn_weight, gn_bias)
+    if torch.is_autocast_enabled('cpu'):
+        # the kernel is float32/float64: run it in float32, outside autocast
+        x = x.float()
+        residual = None if residual is None else residual.float()
+        with torch.autocast('cpu', enabled=False):
+            return _ext.fused(x, residual, *params, groups, eps)
+    return _ext.fused(x, residual, *params, groups, eps)

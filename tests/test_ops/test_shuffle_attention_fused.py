@@ -105,22 +105,77 @@ def test_fused_bf16_autocast_matches_float32_reference():
     assert err <= 1e-2, f'bf16 relative error {err:.3g}'
 
 
-@needs_kernel
-def test_fused_gradcheck_float64():
+def _float64_inputs(k: int = 2, groups: int = 2):
     gen = torch.Generator().manual_seed(0)
-    k, groups = 2, 2
     x = torch.randn(2, 2 * k * groups, 3, 5, dtype=torch.float64,
                     generator=gen).requires_grad_()
     params = [torch.randn(1, k, 1, 1, dtype=torch.float64,
                           generator=gen).requires_grad_() for _ in range(4)]
     params += [torch.randn(k, dtype=torch.float64,
                            generator=gen).requires_grad_() for _ in range(2)]
+    return x, params
+
+
+@needs_kernel
+def test_fused_gradcheck_float64():
+    x, params = _float64_inputs()
+    groups = 2
 
     def fn(x, *params):
         return sa_fused(x, groups, *params)
 
     assert torch.autograd.gradcheck(fn, (x, *params), eps=1e-6, atol=1e-5)
     assert_close(fn(x, *params), sa_reference(x, groups, *params), atol=1e-12)
+
+
+@needs_kernel
+def test_fused_bf16_autocast_gradients_reach_the_bf16_input():
+    """Under autocast the kernel runs in float32 on the input cast from
+    bf16; the input's gradient comes back in bf16, the parameters' in
+    float32, both as the float32 reference on the same rounded input."""
+    sa = randomize_(ShuffleAttention(64, groups=8), seed=4)
+    xb = torch.randn(2, 64, 5, 7).bfloat16()
+    expected = _run(sa, xb.float(), 'reference')
+    sa.impl = 'fused'
+    sa.zero_grad(set_to_none=True)
+    xg = xb.clone().requires_grad_()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = sa(xg)
+    gen = torch.Generator().manual_seed(1)
+    out.backward(torch.randn(out.shape, generator=gen))
+    assert sa.path == 'fused' and xg.grad.dtype == torch.bfloat16
+    got = [xg.grad.float()] + [p.grad for _, p in sa.named_parameters()]
+    ref = [expected[1]] + list(expected[2].values())
+    for g, r in zip(got, ref):
+        assert g.dtype == torch.float32
+        err = (g - r).norm() / r.norm()
+        assert err <= 1e-2, f'relative error {err:.3g}'
+
+
+@needs_kernel
+def test_fused_double_backward_is_one_clear_error():
+    """The kernel's gradients are not differentiable again: with
+    create_graph they come back, and differentiating them raises (they
+    depend on x, so passing them on as constants would be wrong)."""
+    x, params = _float64_inputs()
+    y = sa_fused(x, 2, *params)
+    gx, = torch.autograd.grad(y.square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match=r"differentiable once.*"
+                       r"impl='reference'"):
+        gx.sum().backward()
+    # the way out the message names: the reference composition
+    assert torch.autograd.gradgradcheck(
+        lambda x, *p: sa_reference(x, 2, *p), (x, *params))
+
+
+@needs_kernel
+def test_profiler_names_the_fused_forward_and_backward():
+    x, params = _float64_inputs()
+    with torch.profiler.profile() as prof:
+        sa_fused(x, 2, *params).sum().backward()
+    names = {e.name for e in prof.events()}
+    assert 'mmsa::sa_fused' in names
+    assert any('CppNode<mmsa::SAFused>' in n for n in names), names
 
 
 def _residual_run(sa, x, identity, impl):
@@ -234,6 +289,38 @@ def test_output_cache_hands_out_only_outputs_nobody_holds(
     assert sa_ops.empty_output_cache() == x.nbytes  # y3 is still held
     del y3
     assert sa_ops.empty_output_cache() == 0
+
+
+
+@needs_kernel
+@pytest.mark.parametrize('early_stop', [True, False])
+def test_checkpointed_residual_blocks_leave_no_output_behind(
+        empty_cache_of_64_mib, early_stop):
+    """Non-reentrant checkpointing (the backbones' with_cp) re-runs the
+    block in the backward and, by default, stops it by raising as soon as
+    the saved tensors are back. Once the step is over, nothing may hold
+    SA's outputs (1 MiB each here, so the cache sees them)."""
+    sa = randomize_(ShuffleAttention(64, groups=8).double())
+    conv = torch.nn.Conv2d(64, 64, 1).double()
+    x = torch.randn(2, 64, 32, 32, dtype=torch.float64, requires_grad=True)
+    with torch.utils.checkpoint.set_checkpoint_early_stop(early_stop):
+        y = torch.utils.checkpoint.checkpoint(
+            lambda t: conv(sa(conv(t), identity=t)), x, use_reentrant=False)
+        y.sum().backward()
+    x.grad = None
+    del y
+    assert sa_ops.empty_output_cache() == 0
+
+
+@needs_kernel
+def test_fused_residual_output_changed_in_place_is_caught():
+    """The backward reads the output (the ReLU's mask): changing it in place
+    before the backward is autograd's usual error, not a wrong gradient."""
+    x, params = _float64_inputs()
+    y = sa_fused(x, 2, *params, residual=torch.randn_like(x))
+    y.mul_(2)
+    with pytest.raises(RuntimeError, match='modified by an inplace'):
+        y.sum().backward()
 
 
 @needs_kernel

@@ -15,6 +15,8 @@
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
+#include <torch/csrc/autograd/functions/basic_ops.h>
 
 #include <algorithm>
 #include <cmath>
@@ -34,6 +36,11 @@ struct SaAhead {
   const float* p[3];
 };
 
+// The kernels' inline helpers pass GCC vector types by value; without a
+// target ISA gcc warns that such a call's ABI would differ between ISAs,
+// which cannot matter for static inline functions of one translation unit
+// (gcc reports it at the end of the file, hence no pop).
+#pragma GCC diagnostic ignored "-Wpsabi"
 #define SA_TARGET
 #define SA_NS sa_default
 #include "sa_plane_kernels.h"
@@ -540,8 +547,9 @@ std::vector<at::Tensor> sa_backward(const at::Tensor& grad_out,
   auto dx = OutputPool::get().empty_like(x);
   at::Tensor dres =
       y.has_value() ? OutputPool::get().empty_like(x) : at::Tensor();
-  auto p0 = at::empty({n, c}, x.options().dtype(at::kDouble));
-  auto p1 = at::empty({n, c}, x.options().dtype(at::kDouble));
+  std::vector<double> p0(n * c), p1(n * c);
+  std::vector<at::Tensor> out{dx, dres};
+  for (const auto& p : params) out.push_back(at::empty_like(p));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sa_backward", [&] {
     using K = Kernels<scalar_t>;
     const scalar_t* xp = x.data_ptr<scalar_t>();
@@ -557,8 +565,8 @@ std::vector<at::Tensor> sa_backward(const at::Tensor& grad_out,
                    *gb = params[5].data_ptr<scalar_t>();
     const double* mp = mean.data_ptr<double>();
     const double* rp = rstd.data_ptr<double>();
-    double* p0p = p0.data_ptr<double>();
-    double* p1p = p1.data_ptr<double>();
+    double* p0p = p0.data();
+    double* p1p = p1.data();
     const std::vector<ChannelRole> roles =
         channel_roles(c, groups, /*output_order=*/true);
     at::parallel_for(0, n * c, 1, [&](int64_t begin, int64_t end) {
@@ -597,25 +605,130 @@ std::vector<at::Tensor> sa_backward(const at::Tensor& grad_out,
               static_cast<scalar_t>(beta));
       }
     });
+    // The per-plane sums to per-parameter sums, in double: a loop here
+    // rather than a dozen small ATen ops, whose dispatch costs about as
+    // much as the kernel at the smallest stage.
+    std::vector<double> s0(2 * k, 0.0), s1(2 * k, 0.0);  // [half * k + j]
+    for (int64_t i = 0; i < n * groups; ++i) {
+      for (int64_t h = 0; h < 2 * k; ++h) {
+        s0[h] += p0[i * 2 * k + h];
+        s1[h] += p1[i * 2 * k + h];
+      }
+    }
+    scalar_t* g[6];
+    for (int i = 0; i < 6; ++i) g[i] = out[2 + i].data_ptr<scalar_t>();
+    for (int64_t j = 0; j < k; ++j) {
+      const double c0 = s0[j], c1 = s1[j], z0 = s0[k + j], z1 = s1[k + j];
+      g[0][j] = static_cast<scalar_t>(c1);
+      g[1][j] = static_cast<scalar_t>(c0);
+      g[2][j] = static_cast<scalar_t>(static_cast<double>(gw[j]) * z1 +
+                                      static_cast<double>(gb[j]) * z0);
+      g[3][j] = static_cast<scalar_t>(z0);
+      g[4][j] = static_cast<scalar_t>(static_cast<double>(sw[j]) * z1);
+      g[5][j] = static_cast<scalar_t>(static_cast<double>(sw[j]) * z0);
+    }
   });
-  // The per-plane sums to per-parameter sums, in double.
-  auto p0s = p0.view({n * groups, 2, k}).sum(0);
-  auto p1s = p1.view({n * groups, 2, k}).sum(0);
-  auto sw = params[2].reshape({k}).to(at::kDouble);
-  auto gw = params[4].reshape({k}).to(at::kDouble);
-  auto gb = params[5].reshape({k}).to(at::kDouble);
-  const at::Tensor grads[6] = {p1s[0], p0s[0], gw * p1s[1] + gb * p0s[1],
-                               p0s[1], sw * p1s[1], sw * p0s[1]};
-  std::vector<at::Tensor> out{dx, dres};
-  for (int i = 0; i < 6; ++i) {
-    out.push_back(grads[i].to(x.scalar_type()).reshape(params[i].sizes()));
-  }
   return out;
+}
+
+// The autograd node, in C++ so that neither the forward's bookkeeping nor
+// the backward runs Python: after a pass over a large tensor the caches
+// are cold, and the Python autograd.Function's glue (saving and unpacking
+// ten tensors, the decorators, the parameter casts) cost ~0.8 ms per
+// forward+backward on the 2-core box, half the floor at the smallest stage.
+}  // namespace
+
+namespace mmsa {
+
+// (named outside the anonymous namespace: grad_fn and profiler traces show
+// it as torch::autograd::CppNode<mmsa::SAFused>)
+class SAFused : public torch::autograd::Function<SAFused> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx,
+                            const at::Tensor& x,
+                            const std::optional<at::Tensor>& residual,
+                            const at::Tensor& cweight, const at::Tensor& cbias,
+                            const at::Tensor& sweight, const at::Tensor& sbias,
+                            const at::Tensor& gn_weight,
+                            const at::Tensor& gn_bias, int64_t groups,
+                            double eps) {
+    // the backward shows as CppNode<mmsa::SAFused>; this names the forward
+    RECORD_FUNCTION("mmsa::sa_fused", std::vector<c10::IValue>({x}));
+    const auto dtype = x.scalar_type();
+    // (1, k, 1, 1) and (k,) parameters are both k contiguous values; these
+    // are no-ops unless a parameter's dtype differs from x's
+    std::vector<at::Tensor> params;
+    for (const at::Tensor* p :
+         {&cweight, &cbias, &sweight, &sbias, &gn_weight, &gn_bias}) {
+      params.push_back(p->to(dtype).contiguous());
+    }
+    const at::Tensor xc = x.contiguous();  // channels_last: one copy
+    std::optional<at::Tensor> res;
+    if (residual.has_value()) res = residual->to(dtype).contiguous();
+    auto fwd = sa_forward(xc, params, groups, eps, res);
+    // With a residual the backward needs the output for the ReLU's mask.
+    // Saved as tensor_data(), which shares storage and version counter but
+    // is not the output: a C++ node holds the tensors to save until they
+    // are packed, and when packing throws (non-reentrant checkpoint's early
+    // stop does so on purpose) an output held there would keep its own
+    // grad_fn, the node, alive: a leak per checkpointed block.
+    std::vector<at::Tensor> saved{
+        xc, fwd[1], fwd[2],
+        res.has_value() ? fwd[0].tensor_data() : at::Tensor()};
+    saved.insert(saved.end(), params.begin(), params.end());
+    ctx->save_for_backward(saved);
+    ctx->saved_data["groups"] = groups;
+    return fwd[0];
+  }
+
+  static torch::autograd::variable_list backward(
+      torch::autograd::AutogradContext* ctx,
+      torch::autograd::variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const std::vector<at::Tensor> params(saved.begin() + 4, saved.end());
+    std::optional<at::Tensor> y;
+    if (saved[3].defined()) y = saved[3];
+    const at::Tensor& g = grad_outputs[0];
+    auto grads = sa_backward(g.contiguous(), saved[0], saved[1], saved[2],
+                             params, ctx->saved_data["groups"].toInt(), y);
+    // x, residual, six parameters, groups, eps
+    torch::autograd::variable_list out(grads.begin(), grads.end());
+    out.push_back(at::Tensor());
+    out.push_back(at::Tensor());
+    if (!at::GradMode::is_enabled()) return out;
+    // With create_graph the gradients are returned, and differentiating them
+    // raises (as Python's @once_differentiable, which however lets them pass
+    // as constants when grad_out does not require grad: they depend on x).
+    torch::autograd::variable_list defined;
+    for (const auto& t : out) {
+      if (t.defined()) defined.push_back(t.detach().requires_grad_(true));
+    }
+    auto err = std::make_shared<torch::autograd::DelayedError>(
+        "sa_fused is differentiable once: its gradients cannot be "
+        "differentiated again (create_graph=True); use "
+        "ShuffleAttention(impl='reference') for double backward",
+        static_cast<int64_t>(defined.size()));
+    defined = (*err)(std::move(defined));
+    for (size_t i = 0, j = 0; i < out.size(); ++i) {
+      if (out[i].defined()) out[i] = defined[j++];
+    }
+    return out;
+  }
+};
+
+at::Tensor sa_fused(const at::Tensor& x,
+                    const std::optional<at::Tensor>& residual,
+                    const at::Tensor& cweight, const at::Tensor& cbias,
+                    const at::Tensor& sweight, const at::Tensor& sbias,
+                    const at::Tensor& gn_weight, const at::Tensor& gn_bias,
+                    int64_t groups, double eps) {
+  return SAFused::apply(x, residual, cweight, cbias, sweight, sbias,
+                           gn_weight, gn_bias, groups, eps);
 }
 
 std::string isa() { return float_kernels().isa; }
 
-}  // namespace
+}  // namespace mmsa
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "Fused Shuffle Attention CPU kernels (mmsa)";
@@ -629,7 +742,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "gradients of the six parameters",
         py::arg("grad_out"), py::arg("x"), py::arg("mean"), py::arg("rstd"),
         py::arg("params"), py::arg("groups"), py::arg("y") = py::none());
-  m.def("isa", &isa, "instruction set of the float32 kernels");
+  m.def("fused", &mmsa::sa_fused,
+        "SA (relu(SA(x) + residual) with a residual) as one autograd node",
+        py::arg("x"), py::arg("residual"), py::arg("cweight"),
+        py::arg("cbias"), py::arg("sweight"), py::arg("sbias"),
+        py::arg("gn_weight"), py::arg("gn_bias"), py::arg("groups"),
+        py::arg("eps"));
+  m.def("isa", &mmsa::isa, "instruction set of the float32 kernels");
   m.def(
       "output_cache_bytes", [] { return OutputPool::get().bytes(); },
       "bytes held by the SA output cache (in use or free)");
