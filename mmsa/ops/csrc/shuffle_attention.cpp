@@ -606,8 +606,8 @@ std::vector<at::Tensor> sa_backward(const at::Tensor& grad_out,
       }
     });
     // The per-plane sums to per-parameter sums, in double: a loop here
-    // rather than a dozen small ATen ops, whose dispatch costs about as
-    // much as the kernel at the smallest stage.
+    // rather than a dozen small ATen ops, each dispatched with cold caches
+    // after the passes above.
     std::vector<double> s0(2 * k, 0.0), s1(2 * k, 0.0);  // [half * k + j]
     for (int64_t i = 0; i < n * groups; ++i) {
       for (int64_t h = 0; h < 2 * k; ++h) {
@@ -634,8 +634,8 @@ std::vector<at::Tensor> sa_backward(const at::Tensor& grad_out,
 // The autograd node, in C++ so that neither the forward's bookkeeping nor
 // the backward runs Python: after a pass over a large tensor the caches
 // are cold, and the Python autograd.Function's glue (saving and unpacking
-// ten tensors, the decorators, the parameter casts) cost ~0.8 ms per
-// forward+backward on the 2-core box, half the floor at the smallest stage.
+// ten tensors, the decorators, the parameter casts) cost 0.4-0.5 ms per
+// forward+backward on the 2-core box, a third of the floor at 16x16.
 }  // namespace
 
 namespace mmsa {
@@ -723,7 +723,7 @@ at::Tensor sa_fused(const at::Tensor& x,
                     const at::Tensor& gn_weight, const at::Tensor& gn_bias,
                     int64_t groups, double eps) {
   return SAFused::apply(x, residual, cweight, cbias, sweight, sbias,
-                           gn_weight, gn_bias, groups, eps);
+                        gn_weight, gn_bias, groups, eps);
 }
 
 std::string isa() { return float_kernels().isa; }
