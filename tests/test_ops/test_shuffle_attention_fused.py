@@ -291,7 +291,6 @@ def test_output_cache_hands_out_only_outputs_nobody_holds(
     assert sa_ops.empty_output_cache() == 0
 
 
-
 @needs_kernel
 @pytest.mark.parametrize('early_stop', [True, False])
 def test_checkpointed_residual_blocks_leave_no_output_behind(
