@@ -631,17 +631,17 @@ std::vector<at::Tensor> sa_backward(const at::Tensor& grad_out,
   return out;
 }
 
+}  // namespace
+
+namespace mmsa {
+
 // The autograd node, in C++ so that neither the forward's bookkeeping nor
 // the backward runs Python: after a pass over a large tensor the caches
 // are cold, and the Python autograd.Function's glue (saving and unpacking
 // ten tensors, the decorators, the parameter casts) cost 0.4-0.5 ms per
 // forward+backward on the 2-core box, a third of the floor at 16x16.
-}  // namespace
-
-namespace mmsa {
-
-// (named outside the anonymous namespace: grad_fn and profiler traces show
-// it as torch::autograd::CppNode<mmsa::SAFused>)
+// Named outside the anonymous namespace: grad_fn and profiler traces show
+// it as torch::autograd::CppNode<mmsa::SAFused>.
 class SAFused : public torch::autograd::Function<SAFused> {
  public:
   static at::Tensor forward(torch::autograd::AutogradContext* ctx,
