@@ -1,4 +1,5 @@
 """The fused SA kernel against the reference composition."""
+import copy
 import os
 import subprocess
 import sys
@@ -62,6 +63,37 @@ def test_fused_forward_and_grads_match_reference(shape, groups,
     for name in PARAM_NAMES:
         assert grads[name].shape == ref_grads[name].shape
         assert_close(grads[name], ref_grads[name],
+                     atol=_tolerance(ref_grads[name]))
+
+
+def _out_and_grads(sa, x, grad_out, impl):
+    sa.impl = impl
+    sa.zero_grad(set_to_none=True)
+    x = x.detach().clone().requires_grad_()
+    out = sa(x)
+    out.backward(grad_out)
+    return out.detach(), x.grad, {n: p.grad for n, p in sa.named_parameters()}
+
+
+@needs_kernel
+@pytest.mark.parametrize('shape', [(2, 64, 16, 16), (1, 64, 25, 42)])
+def test_fused_float32_stays_accurate_far_from_zero_mean(shape):
+    """Planes of mean 1e4 and std 1: the kernel's sums are taken about each
+    plane's mean, so float32 keeps the gates to ~1e-6 and the gradients to
+    1e-5 of the float64 reference (sums about 0 lose them to cancellation)."""
+    sa = randomize_(ShuffleAttention(64, groups=8), seed=3)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=gen) + 1e4
+    grad_out = torch.randn(shape, generator=gen)
+    out, dx, grads = _out_and_grads(sa, x, grad_out, 'fused')
+    sa64 = copy.deepcopy(sa).double()
+    ref_out, ref_dx, ref_grads = _out_and_grads(sa64, x.double(),
+                                                grad_out.double(), 'reference')
+    # out = x * gate with x ~ 1e4: 1e-2 is a gate error of 1e-6
+    assert_close(out.double(), ref_out, atol=1e-2)
+    assert_close(dx.double(), ref_dx, atol=_tolerance(ref_dx))
+    for name in PARAM_NAMES:
+        assert_close(grads[name].double(), ref_grads[name],
                      atol=_tolerance(ref_grads[name]))
 
 

@@ -2,12 +2,15 @@
 //
 // Both halves of SA are y = x * sigmoid(A * x + B) with per-(sample,
 // channel) coefficients (channel half: A = 0, B = cw * mean + cb; spatial
-// half: A = sw * gw * rstd, B = sw * (gb - gw * mean * rstd) + sb), and the
-// channel shuffle only moves input channel g * C/2 + i to output channel
-// 2i + g. So each (n, c) plane is handled by one thread: statistics, then
-// one element-wise pass written straight to the shuffled output plane; the
-// second read of the plane comes from cache. Backward is the same shape:
-// one pass for two per-plane sums, one pass writing dx.
+// half: A = sw * gw * rstd, B = sw * (gb - gw * mean * rstd) + sb), and
+// the channel shuffle only moves input channel g * C/2 + i to output
+// channel 2i + g. So each (n, c) plane is handled by one thread:
+// statistics, then one element-wise pass written straight to the shuffled
+// output plane; the second read of the plane comes from cache. Backward is
+// the same shape: one pass for two per-plane sums, one pass writing dx.
+// (The kernels take A * x + B as A * (x - c) + (B + A * c) about c, the
+// mean as a float, and their sums likewise: about 0 they would cancel when
+// the mean is large against the spread.)
 //
 // Layout: contiguous NCHW; float32 (vectorised, ISA picked at run time:
 // AVX-512, AVX2+FMA or the compiler's default) and float64 (scalar, for
@@ -68,10 +71,10 @@ namespace {
 struct FloatKernels {
   void (*stats)(const float*, int64_t, double*, double*);
   void (*forward)(const float*, const float*, float*, int64_t, float, float,
-                  const SaAhead*);
+                  float, const SaAhead*);
   void (*sums)(const float*, const float*, float*, const float*, int64_t,
-               float, float, double*, double*, float*);
-  void (*dx)(const float*, float*, int64_t, float, float);
+               float, float, float, double*, double*, float*);
+  void (*dx)(const float*, float*, int64_t, float, float, float);
   const char* isa;
 };
 
@@ -143,9 +146,9 @@ void stats_d(const double* x, int64_t m, double* mean, double* var) {
 }
 
 void forward_d(const double* x, const double* r, double* y, int64_t m,
-               double a, double b) {
+               double a, double b, double c) {
   for (int64_t i = 0; i < m; ++i) {
-    const double v = x[i] * sigmoid_d(a * x[i] + b);
+    const double v = x[i] * sigmoid_d(a * (x[i] - c) + b);
     y[i] = r == nullptr ? v : (v + r[i] < 0 ? 0 : v + r[i]);
   }
 }
@@ -153,8 +156,8 @@ void forward_d(const double* x, const double* r, double* y, int64_t m,
 
 
 void sums_d(const double* gy, const double* y, double* g_out,
-            const double* x, int64_t m, double a, double b, double* sum_d,
-            double* sum_dx, double* dx) {
+            const double* x, int64_t m, double a, double b, double c,
+            double* sum_d, double* sum_dxc, double* dx) {
   const double* g = gy;
   if (y != nullptr) {
     for (int64_t i = 0; i < m; ++i) g_out[i] = y[i] <= 0 ? 0 : gy[i];
@@ -162,19 +165,20 @@ void sums_d(const double* gy, const double* y, double* g_out,
   }
   double sd = 0, sdx = 0;
   for (int64_t i = 0; i < m; ++i) {
-    const double s = sigmoid_d(a * x[i] + b);
+    const double s = sigmoid_d(a * (x[i] - c) + b);
     const double d = g[i] * x[i] * s * (1 - s);
     dx[i] = g[i] * s + a * d;
     sd += d;
-    sdx += d * x[i];
+    sdx += d * (x[i] - c);
   }
   *sum_d = sd;
-  *sum_dx = sdx;
+  *sum_dxc = sdx;
 }
 
-void dx_d(const double* x, double* dx, int64_t m, double alpha, double beta) {
+void dx_d(const double* x, double* dx, int64_t m, double alpha, double beta,
+          double c) {
   for (int64_t i = 0; i < m; ++i) {
-    dx[i] += alpha == 0 ? beta : alpha * x[i] + beta;
+    dx[i] += alpha == 0 ? beta : alpha * (x[i] - c) + beta;
   }
 }
 
@@ -187,17 +191,17 @@ struct Kernels<float> {
     float_kernels().stats(x, m, mean, var);
   }
   static void forward(const float* x, const float* r, float* y, int64_t m,
-                      float a, float b, const SaAhead* ahead) {
-    float_kernels().forward(x, r, y, m, a, b, ahead);
+                      float a, float b, float c, const SaAhead* ahead) {
+    float_kernels().forward(x, r, y, m, a, b, c, ahead);
   }
   static void sums(const float* gy, const float* y, float* g, const float* x,
-                   int64_t m, float a, float b, double* sd, double* sdx,
-                   float* dx) {
-    float_kernels().sums(gy, y, g, x, m, a, b, sd, sdx, dx);
+                   int64_t m, float a, float b, float c, double* sd,
+                   double* sdx, float* dx) {
+    float_kernels().sums(gy, y, g, x, m, a, b, c, sd, sdx, dx);
   }
   static void dx(const float* x, float* dx, int64_t m, float alpha,
-                 float beta) {
-    float_kernels().dx(x, dx, m, alpha, beta);
+                 float beta, float c) {
+    float_kernels().dx(x, dx, m, alpha, beta, c);
   }
 };
 
@@ -207,17 +211,17 @@ struct Kernels<double> {
     stats_d(x, m, mean, var);
   }
   static void forward(const double* x, const double* r, double* y, int64_t m,
-                      double a, double b, const SaAhead*) {
-    forward_d(x, r, y, m, a, b);
+                      double a, double b, double c, const SaAhead*) {
+    forward_d(x, r, y, m, a, b, c);
   }
   static void sums(const double* gy, const double* y, double* g,
-                   const double* x, int64_t m, double a, double b, double* sd,
-                   double* sdx, double* dx) {
-    sums_d(gy, y, g, x, m, a, b, sd, sdx, dx);
+                   const double* x, int64_t m, double a, double b, double c,
+                   double* sd, double* sdx, double* dx) {
+    sums_d(gy, y, g, x, m, a, b, c, sd, sdx, dx);
   }
   static void dx(const double* x, double* dx, int64_t m, double alpha,
-                 double beta) {
-    dx_d(x, dx, m, alpha, beta);
+                 double beta, double c) {
+    dx_d(x, dx, m, alpha, beta, c);
   }
 };
 
@@ -293,15 +297,19 @@ class PlaneWalk {
   int64_t pos_, ch_;
 };
 
-// Gate coefficients of one plane from its statistics.
+// Gate coefficients of one plane from its statistics, for the gate
+// sigmoid(a * (x - center) + b).
 template <typename T>
 inline void coefficients(const ChannelRole& role, double mean, double rstd,
-                         const T* cw, const T* cb, const T* sw, const T* sb,
-                         const T* gw, const T* gb, double* a, double* b) {
+                         T center, const T* cw, const T* cb, const T* sw,
+                         const T* sb, const T* gw, const T* gb, double* a,
+                         double* b) {
   const int64_t j = role.param;
   if (role.spatial) {
     *a = static_cast<double>(sw[j]) * gw[j] * rstd;
-    *b = static_cast<double>(sw[j]) * (gb[j] - gw[j] * mean * rstd) + sb[j];
+    *b = static_cast<double>(sw[j]) *
+             (gb[j] - gw[j] * (mean - center) * rstd) +
+         sb[j];
   } else {
     *a = 0;
     *b = static_cast<double>(cw[j]) * mean + cb[j];
@@ -501,8 +509,10 @@ std::vector<at::Tensor> sa_forward(const at::Tensor& x,
         K::stats(xs, m, &mu, role.spatial ? &var : nullptr);
         const double rs =
             role.spatial ? 1.0 / std::sqrt(std::max(var, 0.0) + eps) : 0.0;
+        // the gate is taken about the mean rounded to scalar_t
+        const scalar_t center = static_cast<scalar_t>(mu);
         double a, bb;
-        coefficients(role, mu, rs, cw, cb, sw, sb, gw, gb, &a, &bb);
+        coefficients(role, mu, rs, center, cw, cb, sw, sb, gw, gb, &a, &bb);
         const int64_t out_plane = walk.out_plane() * m;
         SaAhead ahead{};
         int64_t pf_in, pf_out;
@@ -512,7 +522,7 @@ std::vector<at::Tensor> sa_forward(const at::Tensor& x,
         }
         K::forward(xs, resp == nullptr ? nullptr : resp + out_plane,
                    yp + out_plane, m, static_cast<scalar_t>(a),
-                   static_cast<scalar_t>(bb), &ahead);
+                   static_cast<scalar_t>(bb), center, &ahead);
         mp[plane] = mu;
         rp[plane] = rs;
       }
@@ -581,18 +591,23 @@ std::vector<at::Tensor> sa_backward(const at::Tensor& grad_out,
         scalar_t* gs_out = drp == nullptr ? nullptr : drp + out_plane;
         scalar_t* dxs = dxp + plane * m;
         const double mu = mp[plane], rs = rp[plane];
+        // gate, sums and dx are taken about the mean rounded to scalar_t
+        const scalar_t center = static_cast<scalar_t>(mu);
         double a, bb;
-        coefficients(role, mu, rs, cw, cb, sw, sb, gw, gb, &a, &bb);
+        coefficients(role, mu, rs, center, cw, cb, sw, sb, gw, gb, &a, &bb);
         const scalar_t af = static_cast<scalar_t>(a),
                        bf = static_cast<scalar_t>(bb);
-        double sum_d, sum_dx;
-        K::sums(gys, ys, gs_out, xs, m, af, bf, &sum_d, &sum_dx, dxs);
+        double sum_d, sum_dxc;
+        K::sums(gys, ys, gs_out, xs, m, af, bf, center, &sum_d, &sum_dxc,
+                dxs);
         double alpha, beta;
         if (role.spatial) {
           const double m1 = sum_d / m;
-          const double m2 = rs * (sum_dx / m - mu * m1);  // mean(d * xhat)
+          // mean(d * xhat), with sum(d * x) = sum_dxc + center * sum_d
+          const double m2 = rs * (sum_dxc / m - (mu - center) * m1);
+          // dx = t + alpha * (x - mu) - a * m1, about center
           alpha = -a * rs * m2;
-          beta = -a * m1 + a * rs * mu * m2;
+          beta = -a * m1 + a * rs * (mu - center) * m2;
           p0p[plane] = sum_d;
           p1p[plane] = m2 * m;
         } else {
@@ -602,7 +617,7 @@ std::vector<at::Tensor> sa_backward(const at::Tensor& grad_out,
           p1p[plane] = sum_d * mu;
         }
         K::dx(xs, dxs, m, static_cast<scalar_t>(alpha),
-              static_cast<scalar_t>(beta));
+              static_cast<scalar_t>(beta), center);
       }
     });
     // The per-plane sums to per-parameter sums, in double: a loop here
