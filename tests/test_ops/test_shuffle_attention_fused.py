@@ -78,9 +78,9 @@ def _out_and_grads(sa, x, grad_out, impl):
 @needs_kernel
 @pytest.mark.parametrize('shape', [(2, 64, 16, 16), (1, 64, 25, 42)])
 def test_fused_float32_stays_accurate_far_from_zero_mean(shape):
-    """Planes of mean 1e4 and std 1: the kernel's sums are taken about each
-    plane's mean, so float32 keeps the gates to ~1e-6 and the gradients to
-    1e-5 of the float64 reference (sums about 0 lose them to cancellation)."""
+    """Planes of mean 1e4 and std 1: the kernel takes its gates and sums
+    about each plane's mean, so float32 keeps the gates to ~1e-6 and the
+    gradients to 1e-5 of the float64 reference (about 0 they cancel)."""
     sa = randomize_(ShuffleAttention(64, groups=8), seed=3)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=gen) + 1e4
@@ -95,6 +95,30 @@ def test_fused_float32_stays_accurate_far_from_zero_mean(shape):
     for name in PARAM_NAMES:
         assert_close(grads[name].double(), ref_grads[name],
                      atol=_tolerance(ref_grads[name]))
+
+
+@needs_kernel
+@pytest.mark.parametrize('where', [0, 5])
+def test_fused_forward_keeps_inf_as_the_reference_does(where):
+    """An inf in a channel-half plane makes its mean inf and its gate 0 or
+    1: the other values of the plane stay finite and equal to the
+    reference's, wherever in the plane the inf sits. (At the inf itself the
+    reference gives inf * 0 = NaN where the kernel's gate, which saturates
+    at ~4e-39 rather than 0, gives inf.)"""
+    sa = randomize_(ShuffleAttention(64, groups=8), seed=4)
+    x = torch.randn(1, 64, 4, 4, generator=torch.Generator().manual_seed(0))
+    # channel 0: channel half, and the shuffle leaves it in place
+    x.view(1, 64, -1)[0, 0, where] = float('inf')
+    with torch.no_grad():
+        sa.impl = 'reference'
+        ref = sa(x)
+        sa.impl = 'fused'
+        out = sa(x)
+    finite = x.isfinite()
+    assert finite.sum() == x.numel() - 1
+    assert out[finite].isfinite().all()
+    assert_close(out[finite], ref[finite])
+    assert not out[~finite].isfinite().any()
 
 
 @needs_kernel

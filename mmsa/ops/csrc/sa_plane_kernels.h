@@ -87,11 +87,13 @@ SA_TARGET static inline double hsum(f16 v) {
 
 // Mean and biased variance of one plane (two passes; the second reads the
 // plane from cache). The mean only when var is null (the channel half).
-// The first pass sums x - x[0], so that a large offset does not cancel.
+// The first pass sums x - x[0] (x[0] if finite, else 0: an inf there would
+// turn the sum into NaN instead of inf), so that a large offset does not
+// cancel.
 SA_TARGET void plane_stats(const float* x, int64_t m, double* mean,
                            double* var) {
   const double inv_m = 1.0 / m;  // off the chain that waits for the sums
-  const float x0 = x[0];
+  const float x0 = __builtin_isfinite(x[0]) ? x[0] : 0.0f;
   double s = 0;
   int64_t i = 0;
   while (i + 16 <= m) {
@@ -101,7 +103,10 @@ SA_TARGET void plane_stats(const float* x, int64_t m, double* mean,
       s0 += load16(x + i) - x0;
       s1 += load16(x + i + 16) - x0;
     }
-    if (i + 16 <= end) s0 += load16(x + i) - x0, i += 16;
+    if (i + 16 <= end) {
+      s0 += load16(x + i) - x0;
+      i += 16;
+    }
     s += hsum(s0 + s1);
   }
   for (; i < m; ++i) s += x[i] - x0;
