@@ -100,6 +100,9 @@ def sa_fused_unsupported(x: torch.Tensor) -> Optional[str]:
                 '--no-build-isolation -e .` and a C++ compiler')
     if x.device.type != 'cpu':
         return f'the fused SA kernel is CPU-only, got a {x.device.type} input'
+    if x.dim() == 4 and x.shape[2] * x.shape[3] == 0:
+        return (f'the fused SA kernel needs planes of at least one value, got '
+                f'H x W = {x.shape[2]} x {x.shape[3]}')
     if x.dtype in (torch.float32, torch.float64):
         return None
     if torch.is_autocast_enabled('cpu'):  # sa_fused casts to float32

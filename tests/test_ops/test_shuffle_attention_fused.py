@@ -422,6 +422,22 @@ def test_unavailable_kernel_falls_back_with_one_log_line():
     assert_close(out, sa(x))
 
 
+@needs_kernel
+def test_empty_planes_fall_back_to_the_reference_and_the_kernel_refuses_them():
+    sa = randomize_(ShuffleAttention(64, groups=8))
+    x = torch.randn(1, 64, 0, 4, requires_grad=True)
+    with mock.patch.object(sa_ops, '_LOGGED', set()), \
+            mock.patch.object(sa_ops, 'print_log') as log:
+        out = sa(x)
+    assert sa.path == 'reference' and out.shape == x.shape
+    assert 'H x W = 0 x 4' in log.call_args[0][0]
+    out.sum().backward()
+    assert x.grad.shape == x.shape
+    params = [p.detach() for p in sa.parameters()]
+    with pytest.raises(RuntimeError, match='H x W = 0 x 4'):
+        sa_ops._ext.forward(x.detach(), params, 8, 1e-5)
+
+
 def test_sa_rejects_unknown_impl():
     with pytest.raises(ValueError, match=r"impl must be one of \('auto'"):
         ShuffleAttention(64, groups=8, impl='triton')

@@ -446,6 +446,9 @@ void check_inputs(const at::Tensor& x, const std::vector<at::Tensor>& params,
               "sa_fused: x must be a contiguous 4-D CPU tensor");
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
               "sa_fused: float32 or float64 only, got ", x.scalar_type());
+  TORCH_CHECK(x.size(2) * x.size(3) > 0,
+              "sa_fused: planes of at least one value only, got H x W = ",
+              x.size(2), " x ", x.size(3), " (use sa_reference)");
   const int64_t c = x.size(1);
   TORCH_CHECK(groups > 0 && c % (2 * groups) == 0,
               "sa_fused: channels ", c, " not divisible by 2*groups");
