@@ -90,6 +90,31 @@ def test_fused_float32_stays_accurate_far_from_zero_mean(shape):
 
 
 @needs_kernel
+@pytest.mark.parametrize('first', [0.5, 300.])
+def test_fused_float32_variance_whatever_the_first_value(first):
+    """The kernel sums x - x[0] and (x - x[0])^2 in one pass and takes the
+    variance from them when x[0] lies near the mean (0.5 std off here); an
+    outlier at x[0] (300 std off: the one-pass variance would cancel
+    ~1000-fold) sends it to a second pass about the mean. Each path
+    against float64."""
+    shape = (2, 64, 25, 42)
+    sa = randomize_(ShuffleAttention(64, groups=8), seed=5)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=gen) + 3
+    x[:, :, 0, 0] = 3 + first
+    grad_out = torch.randn(shape, generator=gen)
+    out, dx, grads = _run(sa, x, 'fused', grad_out)
+    sa64 = copy.deepcopy(sa).double()
+    ref_out, ref_dx, ref_grads = _run(sa64, x.double(), 'reference',
+                                      grad_out.double())
+    assert_close(out.double(), ref_out, atol=_tolerance(ref_out))
+    assert_close(dx.double(), ref_dx, atol=_tolerance(ref_dx))
+    for name in PARAM_NAMES:
+        assert_close(grads[name].double(), ref_grads[name],
+                     atol=_tolerance(ref_grads[name]))
+
+
+@needs_kernel
 @pytest.mark.parametrize('where', [0, 5])
 def test_fused_forward_keeps_inf_as_the_reference_does(where):
     """An inf in a channel-half plane makes its mean inf and its gate 0 or

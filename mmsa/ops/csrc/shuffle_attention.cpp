@@ -582,6 +582,7 @@ std::vector<at::Tensor> sa_backward(const at::Tensor& grad_out,
     double* p1p = p1.data();
     const std::vector<ChannelRole> roles =
         channel_roles(c, groups, /*output_order=*/true);
+    const double inv_m = 1.0 / m;
     at::parallel_for(0, n * c, 1, [&](int64_t begin, int64_t end) {
       for (PlaneWalk walk(roles, m, begin, end); !walk.done(); walk.next()) {
         const int64_t plane = walk.in_plane();
@@ -605,9 +606,9 @@ std::vector<at::Tensor> sa_backward(const at::Tensor& grad_out,
                 dxs);
         double alpha, beta;
         if (role.spatial) {
-          const double m1 = sum_d / m;
+          const double m1 = sum_d * inv_m;
           // mean(d * xhat), with sum(d * x) = sum_dxc + center * sum_d
-          const double m2 = rs * (sum_dxc / m - (mu - center) * m1);
+          const double m2 = rs * (sum_dxc * inv_m - (mu - center) * m1);
           // dx = t + alpha * (x - mu) - a * m1, about center
           alpha = -a * rs * m2;
           beta = -a * m1 + a * rs * (mu - center) * m2;
@@ -615,7 +616,7 @@ std::vector<at::Tensor> sa_backward(const at::Tensor& grad_out,
           p1p[plane] = m2 * m;
         } else {
           alpha = 0;
-          beta = static_cast<double>(cw[role.param]) * sum_d / m;
+          beta = static_cast<double>(cw[role.param]) * sum_d * inv_m;
           p0p[plane] = sum_d;
           p1p[plane] = sum_d * mu;
         }
