@@ -6,8 +6,8 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 
 from ..ops.shuffle_attention import (channel_shuffle, log_fallback_once,
-                                     sa_fused, sa_fused_unsupported,
-                                     sa_reference)
+                                     sa_fused_if_supported,
+                                     sa_fused_unsupported, sa_reference)
 from ..registry import register_attention
 from .utils import check_groups, module_repr
 
@@ -96,19 +96,6 @@ class ShuffleAttention(BaseModule):
         return (x, self.groups, self.cweight, self.cbias, self.sweight,
                 self.sbias, self.gn.weight, self.gn.bias, self.gn.eps)
 
-    def _runs_fused(self, x: torch.Tensor) -> bool:
-        """Whether the fused kernel takes ``x`` (logs why not, once); sets
-        :attr:`path`."""
-        fused = False
-        if self.impl != 'reference':
-            reason = sa_fused_unsupported(x)
-            if reason is None:
-                fused = True
-            else:
-                log_fallback_once(reason)
-        self.path = 'fused' if fused else 'reference'
-        return fused
-
     def forward(self,
                 x: torch.Tensor,
                 identity: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -119,15 +106,24 @@ class ShuffleAttention(BaseModule):
         identity and applies the ReLU in SA's own element-wise pass, which
         saves the block two passes over the tensor (and its backward one).
         """
-        args = self._args(x)
         if torch.compiler.is_compiling():
-            out = sa_reference(*args)
-        elif self._runs_fused(x):
-            if identity is not None and identity.shape == x.shape:
-                return sa_fused(*args, residual=identity)
-            out = sa_fused(*args)
+            out = sa_reference(*self._args(x))
         else:
-            out = sa_reference(*args)
+            if self.impl != 'reference':
+                fuse = identity is not None and identity.shape == x.shape
+                out = sa_fused_if_supported(
+                    *self._args(x), residual=identity if fuse else None)
+                if out is not None:
+                    if self.path != 'fused':  # nn.Module's setattr is slow
+                        self.path = 'fused'
+                    if identity is None or fuse:
+                        return out
+                    out += identity
+                    return torch.relu_(out)
+                log_fallback_once(sa_fused_unsupported(x) or
+                                  'the fused kernel declined the input')
+            self.path = 'reference'
+            out = sa_reference(*self._args(x))
         if identity is None:
             return out
         out += identity

@@ -26,8 +26,8 @@ except ImportError as err:  # not built: no compiler, isolated build, ...
     _EXT_ERROR = str(err)
 
 __all__ = [
-    'channel_shuffle', 'sa_gates', 'sa_reference', 'sa_fused', 'sa_fused_unsupported',
-    'log_fallback_once', 'empty_output_cache', 'output_cache_bytes',
+    'channel_shuffle', 'sa_gates', 'sa_reference', 'sa_fused',
+    'sa_fused_if_supported', 'sa_fused_unsupported', 'log_fallback_once', 'empty_output_cache', 'output_cache_bytes',
     'set_output_cache_limit'
 ]
 
@@ -93,7 +93,8 @@ def sa_reference(x: torch.Tensor,
 
 
 def sa_fused_unsupported(x: torch.Tensor) -> Optional[str]:
-    """Why :func:`sa_fused` cannot take ``x``, or None when it can."""
+    """Why :func:`sa_fused` cannot take ``x``, or None when it can (the rule
+    :func:`sa_fused_if_supported` applies in C++)."""
     if _ext is None:
         return ('the fused SA kernel mmsa.ops._sa_cpu is not built '
                 f'({_EXT_ERROR}); reinstall with `pip install '
@@ -145,6 +146,13 @@ def set_output_cache_limit(mib: int) -> None:
         _ext.set_output_cache_limit(mib * 2**20)
 
 
+def _check_residual(x: torch.Tensor, residual: Optional[torch.Tensor]):
+    if residual is not None and residual.shape != x.shape:
+        raise ValueError(f'sa_fused: residual shape {tuple(residual.shape)} '
+                         f'differs from the input\'s {tuple(x.shape)}; the '
+                         f'block\'s identity (or downsample) must match it')
+
+
 def sa_fused(x: torch.Tensor,
              groups: int,
              cweight: torch.Tensor,
@@ -165,21 +173,37 @@ def sa_fused(x: torch.Tensor,
 
     Takes float32/float64 CPU input of any memory format (channels_last is
     made contiguous first) and returns a contiguous tensor; under CPU
-    autocast the inputs are cast to float32. Check
-    :func:`sa_fused_unsupported` first. Differentiable once: with
+    autocast the inputs are cast to float32 (the kernel is float32/float64)
+    and it runs outside autocast. Other input raises ValueError with
+    :func:`sa_fused_unsupported`'s reason. Differentiable once: with
     ``create_graph=True`` differentiating the gradients raises (use
     :func:`sa_reference` for double backward). In profiles the forward is
     ``mmsa::sa_fused`` and the backward ``CppNode<mmsa::SAFused>``.
     """
-    if residual is not None and residual.shape != x.shape:
-        raise ValueError(f'sa_fused: residual shape {tuple(residual.shape)} '
-                         f'differs from the input\'s {tuple(x.shape)}; the '
-                         f'block\'s identity (or downsample) must match it')
-    params = (cweight, cbias, sweight, sbias, gn_weight, gn_bias)
-    if torch.is_autocast_enabled('cpu'):
-        # the kernel is float32/float64: run it in float32, outside autocast
-        x = x.float()
-        residual = None if residual is None else residual.float()
-        with torch.autocast('cpu', enabled=False):
-            return _ext.fused(x, residual, *params, groups, eps)
-    return _ext.fused(x, residual, *params, groups, eps)
+    out = sa_fused_if_supported(x, groups, cweight, cbias, sweight, sbias,
+                                gn_weight, gn_bias, eps, residual)
+    if out is None:
+        raise ValueError(f'sa_fused: {sa_fused_unsupported(x)}; '
+                         f'sa_reference takes any input')
+    return out
+
+
+def sa_fused_if_supported(x: torch.Tensor,
+                          groups: int,
+                          cweight: torch.Tensor,
+                          cbias: torch.Tensor,
+                          sweight: torch.Tensor,
+                          sbias: torch.Tensor,
+                          gn_weight: torch.Tensor,
+                          gn_bias: torch.Tensor,
+                          eps: float = 1e-5,
+                          residual: Optional[torch.Tensor] = None
+                          ) -> Optional[torch.Tensor]:
+    """:func:`sa_fused` where the kernel takes ``x``, else None (then
+    :func:`sa_fused_unsupported` says why). The check runs in C++, in the
+    same call as the kernel: the module's per-call path."""
+    if _ext is None:
+        return None
+    _check_residual(x, residual)
+    return _ext.fused_if_supported(x, residual, cweight, cbias, sweight,
+                                   sbias, gn_weight, gn_bias, groups, eps)

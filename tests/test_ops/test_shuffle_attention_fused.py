@@ -1,6 +1,7 @@
 """The fused SA kernel against the reference composition."""
 import copy
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -437,6 +438,38 @@ def test_unavailable_kernel_falls_back_with_one_log_line():
     assert log.call_count == 1 and 'reference path' in log.call_args[0][0]
     sa.impl = 'reference'
     assert_close(out, sa(x))
+
+
+@needs_kernel
+@pytest.mark.parametrize('dtype,autocast,shape,device', [
+    (torch.float32, False, (1, 16, 3, 3), 'cpu'),
+    (torch.float64, False, (1, 16, 3, 3), 'cpu'),
+    (torch.bfloat16, False, (1, 16, 3, 3), 'cpu'),
+    (torch.bfloat16, True, (1, 16, 3, 3), 'cpu'),
+    (torch.float16, False, (1, 16, 3, 3), 'cpu'),
+    (torch.float32, True, (1, 16, 3, 3), 'cpu'),
+    (torch.float32, False, (1, 16, 0, 3), 'cpu'),
+    (torch.float32, False, (1, 16, 3, 3), 'meta'),
+])
+def test_fused_if_supported_declines_exactly_what_is_unsupported(
+        dtype, autocast, shape, device):
+    """The module's one C++ call decides what sa_fused_unsupported explains:
+    None where (and only where) there is a reason, which sa_fused raises."""
+    params = [p.detach() for p in
+              randomize_(ShuffleAttention(16, groups=2)).parameters()]
+    x = torch.randn(shape, device=device).to(dtype)
+    with torch.autocast('cpu', enabled=autocast):
+        reason = sa_fused_unsupported(x)
+        out = sa_ops.sa_fused_if_supported(x, 2, *params)
+        assert (out is None) == (reason is not None)
+        if reason is None:
+            assert out.dtype == (torch.float64 if dtype == torch.float64
+                                 else torch.float32)
+            assert_close(out, sa_reference(x.to(out.dtype), 2, *[
+                p.to(out.dtype) for p in params]))
+        else:
+            with pytest.raises(ValueError, match=re.escape(reason)):
+                sa_fused(x, 2, *params)
 
 
 @needs_kernel

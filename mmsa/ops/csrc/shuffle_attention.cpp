@@ -18,6 +18,7 @@
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
+#include <ATen/autocast_mode.h>
 #include <ATen/record_function.h>
 #include <torch/csrc/autograd/functions/basic_ops.h>
 
@@ -745,6 +746,34 @@ at::Tensor sa_fused(const at::Tensor& x,
                         gn_weight, gn_bias, groups, eps);
 }
 
+// sa_fused where the kernel takes x, else None (the reference path's
+// cue; mmsa.ops.sa_fused_unsupported says why, under the same rule). One
+// call from the module's forward instead of a dozen tensor attribute reads
+// in Python: with the caches cold after a pass over a large tensor those
+// cost ~60 us a call on the 2-core box. Under CPU autocast x and residual
+// run in float32, outside autocast.
+std::optional<at::Tensor> sa_fused_if_supported(
+    const at::Tensor& x, const std::optional<at::Tensor>& residual,
+    const at::Tensor& cweight, const at::Tensor& cbias,
+    const at::Tensor& sweight, const at::Tensor& sbias,
+    const at::Tensor& gn_weight, const at::Tensor& gn_bias, int64_t groups,
+    double eps) {
+  if (!x.device().is_cpu()) return std::nullopt;
+  if (x.dim() == 4 && x.size(2) * x.size(3) == 0) return std::nullopt;
+  if (!at::autocast::is_autocast_enabled(at::kCPU)) {
+    const auto dtype = x.scalar_type();
+    if (dtype != at::kFloat && dtype != at::kDouble) return std::nullopt;
+    return sa_fused(x, residual, cweight, cbias, sweight, sbias, gn_weight,
+                    gn_bias, groups, eps);
+  }
+  const c10::impl::ExcludeDispatchKeyGuard no_autocast(
+      c10::DispatchKey::AutocastCPU);
+  std::optional<at::Tensor> res;
+  if (residual.has_value()) res = residual->to(at::kFloat);
+  return sa_fused(x.to(at::kFloat), res, cweight, cbias, sweight, sbias,
+                  gn_weight, gn_bias, groups, eps);
+}
+
 std::string isa() { return float_kernels().isa; }
 
 }  // namespace mmsa
@@ -763,6 +792,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("params"), py::arg("groups"), py::arg("y") = py::none());
   m.def("fused", &mmsa::sa_fused,
         "SA (relu(SA(x) + residual) with a residual) as one autograd node",
+        py::arg("x"), py::arg("residual"), py::arg("cweight"),
+        py::arg("cbias"), py::arg("sweight"), py::arg("sbias"),
+        py::arg("gn_weight"), py::arg("gn_bias"), py::arg("groups"),
+        py::arg("eps"));
+  m.def("fused_if_supported", &mmsa::sa_fused_if_supported,
+        "fused, or None where the kernel cannot take x (not CPU, H * W = 0, "
+        "a dtype other than float32/float64 outside CPU autocast)",
         py::arg("x"), py::arg("residual"), py::arg("cweight"),
         py::arg("cbias"), py::arg("sweight"), py::arg("sbias"),
         py::arg("gn_weight"), py::arg("gn_bias"), py::arg("groups"),
