@@ -140,6 +140,28 @@ def test_fused_forward_keeps_inf_as_the_reference_does(where):
 
 
 @needs_kernel
+@pytest.mark.parametrize('channel', [0, 4])  # channel half, spatial half
+@pytest.mark.parametrize('where', [0, 5])
+def test_fused_gradients_with_an_inf_input_are_the_references(channel, where):
+    """An inf in one plane: the input gradient and the parameter gradients
+    are non-finite exactly where the reference's are (that plane's dx, its
+    parameter's gradients), and equal to the reference's elsewhere."""
+    sa = randomize_(ShuffleAttention(64, groups=8), seed=4)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 64, 4, 4, generator=gen)
+    x.view(1, 64, -1)[0, channel, where] = float('inf')
+    grad_out = torch.randn(x.shape, generator=gen)
+    _, ref_dx, ref_grads = _run(sa, x, 'reference', grad_out)
+    _, dx, grads = _run(sa, x, 'fused', grad_out)
+    pairs = [(dx, ref_dx)] + [(grads[n], ref_grads[n]) for n in PARAM_NAMES]
+    assert not ref_dx.isfinite().all()
+    for got, ref in pairs:
+        finite = ref.isfinite()
+        assert torch.equal(got.isfinite(), finite)
+        assert_close(got[finite], ref[finite])
+
+
+@needs_kernel
 def test_fused_matches_reference_float64_on_one_pixel_planes():
     sa = randomize_(ShuffleAttention(32, groups=4), seed=1).double()
     x = torch.randn(2, 32, 1, 1, dtype=torch.float64)
