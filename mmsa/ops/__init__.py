@@ -7,6 +7,6 @@ from .shuffle_attention import (channel_shuffle, empty_output_cache,
 
 __all__ = [
     'channel_shuffle', 'sa_gates', 'sa_reference', 'sa_fused',
-    'sa_fused_if_supported', 'sa_fused_unsupported', 'log_fallback_once', 'empty_output_cache',
-    'output_cache_bytes', 'set_output_cache_limit'
+    'sa_fused_if_supported', 'sa_fused_unsupported', 'log_fallback_once',
+    'empty_output_cache', 'output_cache_bytes', 'set_output_cache_limit'
 ]
