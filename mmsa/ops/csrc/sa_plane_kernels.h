@@ -87,6 +87,45 @@ SA_TARGET static inline double hsum(f16 v) {
   return ((w[0] + w[4]) + (w[2] + w[6])) + ((w[1] + w[5]) + (w[3] + w[7]));
 }
 
+// Sums over the plane of d = x - shift into *s and of d^2 into *q (either
+// may be null: not summed), 16 float lanes per chunk, chunks in double.
+SA_TARGET static inline void shifted_sums(const float* x, int64_t m,
+                                          float shift, double* s,
+                                          double* q) {
+  double ts = 0, tq = 0;
+  int64_t i = 0;
+  while (i + 16 <= m) {
+    f16 s0 = {}, s1 = {}, q0 = {}, q1 = {};
+    const int64_t end = std::min(m, i + kChunk);
+    for (; i + 32 <= end; i += 32) {
+      const f16 d0 = load16(x + i) - shift, d1 = load16(x + i + 16) - shift;
+      if (s != nullptr) {
+        s0 += d0;
+        s1 += d1;
+      }
+      if (q != nullptr) {
+        q0 += d0 * d0;
+        q1 += d1 * d1;
+      }
+    }
+    if (i + 16 <= end) {
+      const f16 d0 = load16(x + i) - shift;
+      if (s != nullptr) s0 += d0;
+      if (q != nullptr) q0 += d0 * d0;
+      i += 16;
+    }
+    if (s != nullptr) ts += hsum(s0 + s1);
+    if (q != nullptr) tq += hsum(q0 + q1);
+  }
+  for (; i < m; ++i) {
+    const float d = x[i] - shift;
+    ts += d;
+    tq += static_cast<double>(d) * d;
+  }
+  if (s != nullptr) *s = ts;
+  if (q != nullptr) *q = tq;
+}
+
 // Mean and biased variance of one plane (the mean only when var is null:
 // the channel half). One pass sums d = x - x[0] and d^2 (x[0] if finite,
 // else 0: an inf there would turn the sums into NaN instead of inf), so
@@ -98,39 +137,17 @@ SA_TARGET void plane_stats(const float* x, int64_t m, double* mean,
                            double* var) {
   const double inv_m = 1.0 / m;  // off the chain that waits for the sums
   const float x0 = __builtin_isfinite(x[0]) ? x[0] : 0.0f;
-  const bool want_var = var != nullptr;
-  double s = 0, q = 0;
-  int64_t i = 0;
-  while (i + 16 <= m) {
-    f16 s0 = {}, s1 = {}, q0 = {}, q1 = {};
-    const int64_t end = std::min(m, i + kChunk);
-    for (; i + 32 <= end; i += 32) {
-      const f16 d0 = load16(x + i) - x0, d1 = load16(x + i + 16) - x0;
-      s0 += d0;
-      s1 += d1;
-      if (want_var) {
-        q0 += d0 * d0;
-        q1 += d1 * d1;
-      }
-    }
-    if (i + 16 <= end) {
-      const f16 d0 = load16(x + i) - x0;
-      s0 += d0;
-      if (want_var) q0 += d0 * d0;
-      i += 16;
-    }
-    s += hsum(s0 + s1);
-    if (want_var) q += hsum(q0 + q1);
-  }
-  for (; i < m; ++i) {
-    const float d = x[i] - x0;
-    s += d;
-    q += static_cast<double>(d) * d;
+  double s, q;
+  // two calls, so that each inlined copy drops the loop's unused sums
+  if (var == nullptr) {
+    shifted_sums(x, m, x0, &s, nullptr);
+  } else {
+    shifted_sums(x, m, x0, &s, &q);
   }
   const double ms = s * inv_m;
   const double mu = x0 + ms;
   *mean = mu;
-  if (!want_var) return;
+  if (var == nullptr) return;
   const double mq = q * inv_m;
   const double v1 = mq - ms * ms;
   // cancellation up to 8x leaves the float sums' rounding under ~5e-6 of
@@ -140,27 +157,8 @@ SA_TARGET void plane_stats(const float* x, int64_t m, double* mean,
     return;
   }
   const float muf = static_cast<float>(mu);
-  double ss = 0;
-  i = 0;
-  while (i + 16 <= m) {
-    f16 q0 = {}, q1 = {};
-    const int64_t end = std::min(m, i + kChunk);
-    for (; i + 32 <= end; i += 32) {
-      const f16 d0 = load16(x + i) - muf, d1 = load16(x + i + 16) - muf;
-      q0 += d0 * d0;
-      q1 += d1 * d1;
-    }
-    if (i + 16 <= end) {
-      const f16 d0 = load16(x + i) - muf;
-      q0 += d0 * d0;
-      i += 16;
-    }
-    ss += hsum(q0 + q1);
-  }
-  for (; i < m; ++i) {
-    const float d = x[i] - muf;
-    ss += static_cast<double>(d) * d;
-  }
+  double ss;
+  shifted_sums(x, m, muf, nullptr, &ss);
   // correct for the float rounding of the mean
   const double dm = mu - muf;
   *var = ss * inv_m - dm * dm;
