@@ -48,6 +48,22 @@ def _tolerance(t: torch.Tensor) -> float:
     return 1e-5 * max(1., t.abs().max().item())
 
 
+def _assert_fused_matches_float64(sa, x, grad_out, out_atol=None):
+    """The fused float32 output, dx and parameter gradients against the
+    reference run in float64 on the same values; the output within
+    ``out_atol`` (default: the 1e-5 tolerance), the rest within 1e-5."""
+    out, dx, grads = _run(sa, x, 'fused', grad_out)
+    sa64 = copy.deepcopy(sa).double()
+    ref_out, ref_dx, ref_grads = _run(sa64, x.double(), 'reference',
+                                      grad_out.double())
+    assert_close(out.double(), ref_out,
+                 atol=_tolerance(ref_out) if out_atol is None else out_atol)
+    assert_close(dx.double(), ref_dx, atol=_tolerance(ref_dx))
+    for name in PARAM_NAMES:
+        assert_close(grads[name].double(), ref_grads[name],
+                     atol=_tolerance(ref_grads[name]))
+
+
 @needs_kernel
 @pytest.mark.parametrize('shape,groups', CASES)
 @pytest.mark.parametrize('channels_last', [False, True])
@@ -78,16 +94,8 @@ def test_fused_float32_stays_accurate_far_from_zero_mean(shape):
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=gen) + 1e4
     grad_out = torch.randn(shape, generator=gen)
-    out, dx, grads = _run(sa, x, 'fused', grad_out)
-    sa64 = copy.deepcopy(sa).double()
-    ref_out, ref_dx, ref_grads = _run(sa64, x.double(), 'reference',
-                                      grad_out.double())
     # out = x * gate with x ~ 1e4: 1e-2 is a gate error of 1e-6
-    assert_close(out.double(), ref_out, atol=1e-2)
-    assert_close(dx.double(), ref_dx, atol=_tolerance(ref_dx))
-    for name in PARAM_NAMES:
-        assert_close(grads[name].double(), ref_grads[name],
-                     atol=_tolerance(ref_grads[name]))
+    _assert_fused_matches_float64(sa, x, grad_out, out_atol=1e-2)
 
 
 @needs_kernel
@@ -104,15 +112,7 @@ def test_fused_float32_variance_whatever_the_first_value(first):
     x = torch.randn(shape, generator=gen) + 3
     x[:, :, 0, 0] = 3 + first
     grad_out = torch.randn(shape, generator=gen)
-    out, dx, grads = _run(sa, x, 'fused', grad_out)
-    sa64 = copy.deepcopy(sa).double()
-    ref_out, ref_dx, ref_grads = _run(sa64, x.double(), 'reference',
-                                      grad_out.double())
-    assert_close(out.double(), ref_out, atol=_tolerance(ref_out))
-    assert_close(dx.double(), ref_dx, atol=_tolerance(ref_dx))
-    for name in PARAM_NAMES:
-        assert_close(grads[name].double(), ref_grads[name],
-                     atol=_tolerance(ref_grads[name]))
+    _assert_fused_matches_float64(sa, x, grad_out)
 
 
 @needs_kernel
