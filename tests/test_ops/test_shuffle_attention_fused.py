@@ -274,6 +274,31 @@ def test_profiler_names_the_fused_forward_and_backward():
     assert any('CppNode<mmsa::SAFused>' in n for n in names), names
 
 
+@needs_kernel
+@pytest.mark.parametrize('mode', ['no_grad', 'inference_mode', 'frozen'])
+def test_fused_without_autograd_runs_the_kernel_alone(mode):
+    """Where nothing needs a gradient the kernel runs without its autograd
+    node: the same output, no grad_fn, still named in profiles; where only
+    a parameter needs one (a frozen input), the node records."""
+    x, params = _float64_inputs()
+    residual = torch.randn_like(x)
+    expected = torch.relu(sa_reference(x, 2, *params) + residual).detach()
+    context = {'no_grad': torch.no_grad, 'inference_mode':
+               torch.inference_mode}.get(mode, torch.enable_grad)
+    args = (x, 2, *params) if mode != 'frozen' else (
+        x.detach(), 2, *[p.detach() for p in params])
+    with context(), torch.profiler.profile() as prof:
+        out = sa_fused(*args, residual=residual)
+    assert out.grad_fn is None and not out.requires_grad
+    assert out.is_inference() == (mode == 'inference_mode')
+    assert_close(out, expected, atol=1e-10)
+    assert 'mmsa::sa_fused' in {e.name for e in prof.events()}
+    out = sa_fused(x.detach(), 2, *params, residual=residual)
+    assert out.grad_fn.name().endswith('CppNode<mmsa::SAFused>')
+    out.sum().backward()
+    assert all(p.grad is not None for p in params)
+
+
 def _residual_run(sa, x, identity, impl):
     sa.impl = impl
     sa.zero_grad(set_to_none=True)

@@ -17,6 +17,7 @@
 // gradcheck).
 #include <torch/extension.h>
 
+#include <ATen/EmptyTensor.h>
 #include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
 #include <ATen/record_function.h>
@@ -26,6 +27,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -252,17 +254,30 @@ struct ChannelRole {
   bool spatial;
 };
 
-std::vector<ChannelRole> channel_roles(int64_t channels, int64_t groups,
-                                       bool output_order) {
+// Kept per calling thread for the last (channels, groups, order): a
+// network's blocks alternate among a few, and a training step calls each
+// SA twice.
+const std::vector<ChannelRole>& channel_roles(int64_t channels,
+                                              int64_t groups,
+                                              bool output_order) {
+  struct Cached {
+    int64_t channels = 0, groups = 0;
+    std::vector<ChannelRole> roles;
+  };
+  thread_local Cached cache[2];  // [output_order]
+  Cached& hit = cache[output_order];
+  if (hit.channels == channels && hit.groups == groups) return hit.roles;
   const int64_t k = channels / (2 * groups), half = channels / 2;
-  std::vector<ChannelRole> roles(channels);
+  hit.roles.resize(channels);
   int64_t j = 0;  // c % (2 * k)
   for (int64_t c = 0; c < channels; ++c) {
     const int64_t o = c < half ? 2 * c : 2 * (c - half) + 1;
-    roles[output_order ? o : c] = {c, o, j < k ? j : j - k, j >= k};
+    hit.roles[output_order ? o : c] = {c, o, j < k ? j : j - k, j >= k};
     if (++j == 2 * k) j = 0;
   }
-  return roles;
+  hit.channels = channels;
+  hit.groups = groups;
+  return hit.roles;
 }
 
 // The planes of positions [begin, end) of the N * C planes in the order of
@@ -320,14 +335,22 @@ inline void coefficients(const ChannelRole& role, double mean, double rstd,
   }
 }
 
-// at::empty_like(x), with transparent huge pages asked for when large.
+// A new contiguous CPU tensor, made directly rather than through the
+// dispatcher (at::empty): right after a pass over a large tensor the
+// dispatcher's first calls run with cold caches, ~5-10 us each, and a
+// forward+backward allocates ten tensors.
+at::Tensor new_tensor(at::IntArrayRef sizes, at::ScalarType dtype) {
+  return at::Tensor(at::detail::empty_cpu(sizes, dtype));
+}
+
+// new_tensor like x, with transparent huge pages asked for when large.
 // glibc serves blocks of 32 MiB and more by a fresh mmap on every call, so
 // each call would take a page fault per 4 KiB on first touch (~60 ms for a
 // 137 MB output on the 2-core box); 2 MiB pages cut that about threefold.
 // The hint dies with the mapping; smaller blocks come from the heap,
 // already faulted in.
 at::Tensor empty_output(const at::Tensor& x) {
-  auto out = at::empty_like(x);
+  auto out = new_tensor(x.sizes(), x.scalar_type());
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   constexpr uintptr_t kHuge = uintptr_t(1) << 21;
   const size_t bytes = out.nbytes();
@@ -371,8 +394,12 @@ class OutputPool {
       }
     }
     if (best != nullptr) {
-      return at::empty({0}, x.options())
-          .set_(best->storage, 0, x.sizes(), x.strides());
+      // a tensor over the storage, as new_tensor makes one
+      auto out = at::detail::make_tensor<c10::TensorImpl>(
+          c10::Storage(best->storage),
+          c10::DispatchKeySet(c10::DispatchKey::CPU), x.dtype());
+      out.unsafeGetTensorImpl()->set_sizes_contiguous(x.sizes());
+      return out;
     }
     drop_free(need);
     auto out = empty_output(x);
@@ -487,8 +514,8 @@ std::vector<at::Tensor> sa_forward(const at::Tensor& x,
   check_like_x(residual, x, "residual");
   const int64_t n = x.size(0), c = x.size(1), m = x.size(2) * x.size(3);
   auto out = OutputPool::get().empty_like(x);
-  auto mean = at::empty({n, c}, x.options().dtype(at::kDouble));
-  auto rstd = at::empty({n, c}, x.options().dtype(at::kDouble));
+  auto mean = new_tensor({n, c}, at::kDouble);
+  auto rstd = new_tensor({n, c}, at::kDouble);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sa_forward", [&] {
     using K = Kernels<scalar_t>;
     const scalar_t* xp = x.data_ptr<scalar_t>();
@@ -504,7 +531,7 @@ std::vector<at::Tensor> sa_forward(const at::Tensor& x,
     double* mp = mean.data_ptr<double>();
     double* rp = rstd.data_ptr<double>();
     // planes under 4 KiB in output order (see ChannelRole)
-    const std::vector<ChannelRole> roles =
+    const std::vector<ChannelRole>& roles =
         channel_roles(c, groups, m * sizeof(scalar_t) < 4096);
     at::parallel_for(0, n * c, 1, [&](int64_t begin, int64_t end) {
       for (PlaneWalk walk(roles, m, begin, end); !walk.done(); walk.next()) {
@@ -564,9 +591,12 @@ std::vector<at::Tensor> sa_backward(const at::Tensor& grad_out,
   auto dx = OutputPool::get().empty_like(x);
   at::Tensor dres =
       y.has_value() ? OutputPool::get().empty_like(x) : at::Tensor();
-  std::vector<double> p0(n * c), p1(n * c);
+  // every plane writes its two sums
+  std::unique_ptr<double[]> p0(new double[n * c]), p1(new double[n * c]);
   std::vector<at::Tensor> out{dx, dres};
-  for (const auto& p : params) out.push_back(at::empty_like(p));
+  for (const auto& p : params) {
+    out.push_back(new_tensor(p.sizes(), p.scalar_type()));
+  }
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sa_backward", [&] {
     using K = Kernels<scalar_t>;
     const scalar_t* xp = x.data_ptr<scalar_t>();
@@ -582,9 +612,9 @@ std::vector<at::Tensor> sa_backward(const at::Tensor& grad_out,
                    *gb = params[5].data_ptr<scalar_t>();
     const double* mp = mean.data_ptr<double>();
     const double* rp = rstd.data_ptr<double>();
-    double* p0p = p0.data();
-    double* p1p = p1.data();
-    const std::vector<ChannelRole> roles =
+    double* p0p = p0.get();
+    double* p1p = p1.get();
+    const std::vector<ChannelRole>& roles =
         channel_roles(c, groups, /*output_order=*/true);
     const double inv_m = 1.0 / m;
     at::parallel_for(0, n * c, 1, [&](int64_t begin, int64_t end) {
@@ -658,6 +688,38 @@ std::vector<at::Tensor> sa_backward(const at::Tensor& grad_out,
 
 namespace mmsa {
 
+// The inputs as the kernel takes them: x's dtype and contiguous
+// (channels_last x: one copy; (1, k, 1, 1) and (k,) parameters are both k
+// contiguous values). Checked before converting: each no-op to() or
+// contiguous() is a dispatched call, ~5-10 us with cold caches.
+struct KernelInputs {
+  KernelInputs(const at::Tensor& x_in,
+               const std::optional<at::Tensor>& residual_in,
+               const at::Tensor& cweight, const at::Tensor& cbias,
+               const at::Tensor& sweight, const at::Tensor& sbias,
+               const at::Tensor& gn_weight, const at::Tensor& gn_bias)
+      : x(as_kernel_input(x_in, x_in.scalar_type())) {
+    const auto dtype = x.scalar_type();
+    if (residual_in.has_value()) {
+      residual = as_kernel_input(*residual_in, dtype);
+    }
+    for (const at::Tensor* p :
+         {&cweight, &cbias, &sweight, &sbias, &gn_weight, &gn_bias}) {
+      params.push_back(as_kernel_input(*p, dtype));
+    }
+  }
+
+  static at::Tensor as_kernel_input(const at::Tensor& t,
+                                    at::ScalarType dtype) {
+    if (t.scalar_type() == dtype && t.is_contiguous()) return t;
+    return t.to(dtype).contiguous();
+  }
+
+  at::Tensor x;
+  std::optional<at::Tensor> residual;
+  std::vector<at::Tensor> params;
+};
+
 // The autograd node, in C++ so that neither the forward's bookkeeping nor
 // the backward runs Python: after a pass over a large tensor the caches
 // are cold, and the Python autograd.Function's glue (saving and unpacking
@@ -675,20 +737,9 @@ class SAFused : public torch::autograd::Function<SAFused> {
                             const at::Tensor& gn_weight,
                             const at::Tensor& gn_bias, int64_t groups,
                             double eps) {
-    // the backward shows as CppNode<mmsa::SAFused>; this names the forward
-    RECORD_FUNCTION("mmsa::sa_fused", std::vector<c10::IValue>({x}));
-    const auto dtype = x.scalar_type();
-    // (1, k, 1, 1) and (k,) parameters are both k contiguous values; these
-    // are no-ops unless a parameter's dtype differs from x's
-    std::vector<at::Tensor> params;
-    for (const at::Tensor* p :
-         {&cweight, &cbias, &sweight, &sbias, &gn_weight, &gn_bias}) {
-      params.push_back(p->to(dtype).contiguous());
-    }
-    const at::Tensor xc = x.contiguous();  // channels_last: one copy
-    std::optional<at::Tensor> res;
-    if (residual.has_value()) res = residual->to(dtype).contiguous();
-    auto fwd = sa_forward(xc, params, groups, eps, res);
+    KernelInputs in(x, residual, cweight, cbias, sweight, sbias, gn_weight,
+                    gn_bias);
+    auto fwd = sa_forward(in.x, in.params, groups, eps, in.residual);
     // With a residual the backward needs the output for the ReLU's mask.
     // Saved as tensor_data(), which shares storage and version counter but
     // is not the output: a C++ node holds the tensors to save until they
@@ -696,9 +747,9 @@ class SAFused : public torch::autograd::Function<SAFused> {
     // stop does so on purpose) an output held there would keep its own
     // grad_fn, the node, alive: a leak per checkpointed block.
     std::vector<at::Tensor> saved{
-        xc, fwd[1], fwd[2],
-        res.has_value() ? fwd[0].tensor_data() : at::Tensor()};
-    saved.insert(saved.end(), params.begin(), params.end());
+        in.x, fwd[1], fwd[2],
+        in.residual.has_value() ? fwd[0].tensor_data() : at::Tensor()};
+    saved.insert(saved.end(), in.params.begin(), in.params.end());
     ctx->save_for_backward(saved);
     ctx->saved_data["groups"] = groups;
     return fwd[0];
@@ -745,8 +796,26 @@ at::Tensor sa_fused(const at::Tensor& x,
                     const at::Tensor& sweight, const at::Tensor& sbias,
                     const at::Tensor& gn_weight, const at::Tensor& gn_bias,
                     int64_t groups, double eps) {
-  return SAFused::apply(x, residual, cweight, cbias, sweight, sbias,
-                        gn_weight, gn_bias, groups, eps);
+  // the backward shows as CppNode<mmsa::SAFused>; this names the forward
+  RECORD_FUNCTION("mmsa::sa_fused", std::vector<c10::IValue>({x}));
+  bool record = false;
+  if (at::GradMode::is_enabled()) {
+    for (const at::Tensor* t : {&x, &cweight, &cbias, &sweight, &sbias,
+                                &gn_weight, &gn_bias}) {
+      record = record || t->requires_grad();
+    }
+    record = record || (residual.has_value() && residual->requires_grad());
+  }
+  if (record) {
+    return SAFused::apply(x, residual, cweight, cbias, sweight, sbias,
+                          gn_weight, gn_bias, groups, eps);
+  }
+  // Nothing to record (no_grad, inference, frozen): the kernel alone.
+  // Function::apply sets up a node even when it records nothing, tens of
+  // microseconds a call with cold caches.
+  KernelInputs in(x, residual, cweight, cbias, sweight, sbias, gn_weight,
+                  gn_bias);
+  return sa_forward(in.x, in.params, groups, eps, in.residual)[0];
 }
 
 // sa_fused where the kernel takes x, else None (the reference path's
