@@ -93,8 +93,20 @@ class ShuffleAttention(BaseModule):
         self.gn = nn.GroupNorm(k, k)
 
     def _args(self, x: torch.Tensor) -> tuple:
-        return (x, self.groups, self.cweight, self.cbias, self.sweight,
-                self.sbias, self.gn.weight, self.gn.bias, self.gn.eps)
+        # From the parameter dicts: nn.Module.__getattr__ runs only after
+        # the instance lookup has failed, ~8 us a parameter with the caches
+        # cold after a large layer (56 us of a forward's ~300 us of Python
+        # and dispatch on the 2-core box). Names not found there (a
+        # parametrisation's property) take the attribute path.
+        own, gn = self._parameters, self._modules['gn']
+        gns = gn._parameters
+        cw, cb, sw = own.get('cweight'), own.get('cbias'), own.get('sweight')
+        sb, gw, gb = own.get('sbias'), gns.get('weight'), gns.get('bias')
+        if (cw is None or cb is None or sw is None or sb is None or gw is None
+                or gb is None):
+            cw, cb, sw, sb = self.cweight, self.cbias, self.sweight, self.sbias
+            gw, gb = gn.weight, gn.bias
+        return (x, self.groups, cw, cb, sw, sb, gw, gb, gn.eps)
 
     def forward(self,
                 x: torch.Tensor,

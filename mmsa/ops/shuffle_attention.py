@@ -146,8 +146,8 @@ def set_output_cache_limit(mib: int) -> None:
         _ext.set_output_cache_limit(mib * 2**20)
 
 
-def _check_residual(x: torch.Tensor, residual: Optional[torch.Tensor]):
-    if residual is not None and residual.shape != x.shape:
+def _check_residual(x: torch.Tensor, residual: torch.Tensor):
+    if residual.shape != x.shape:
         raise ValueError(f'sa_fused: residual shape {tuple(residual.shape)} '
                          f'differs from the input\'s {tuple(x.shape)}; the '
                          f'block\'s identity (or downsample) must match it')
@@ -204,6 +204,7 @@ def sa_fused_if_supported(x: torch.Tensor,
     same call as the kernel: the module's per-call path."""
     if _ext is None:
         return None
-    _check_residual(x, residual)
+    if residual is not None:  # a call less on the common path
+        _check_residual(x, residual)
     return _ext.fused_if_supported(x, residual, cweight, cbias, sweight,
                                    sbias, gn_weight, gn_bias, groups, eps)

@@ -97,3 +97,36 @@ def test_sa_built_by_name_and_dict():
     assert isinstance(build_attention('SA', 256), ShuffleAttention)
     sa = build_attention(dict(type='SA', groups=32), 256)
     assert sa.groups == 32 and sa._abbr_ == 'sa'
+
+
+class _Doubled(torch.nn.Module):
+
+    def forward(self, t):
+        return 2 * t
+
+
+@pytest.mark.parametrize('impl', ['auto', 'reference'])
+def test_sa_uses_parametrised_and_functional_call_parameters(impl):
+    """The module reads its parameters from the parameter dicts (the fast
+    path); a parametrisation, which takes a name out of them, and
+    torch.func.functional_call, which swaps tensors into them, must still
+    give the parameters they define."""
+    sa = randomize_(ShuffleAttention(32, groups=4, impl=impl))
+    x = torch.randn(2, 32, 5, 6)
+    p = {n: t.detach().clone() for n, t in sa.named_parameters()}
+
+    def official(**over):
+        q = {**p, **over}
+        return official_sa(x, 4, q['cweight'], q['cbias'], q['sweight'],
+                           q['sbias'], q['gn.weight'], q['gn.bias'])
+
+    new = {n: torch.randn_like(t) for n, t in p.items()}
+    assert_close(torch.func.functional_call(sa, new, (x, )),
+                 official(**new))
+    torch.nn.utils.parametrize.register_parametrization(
+        sa, 'sweight', _Doubled())
+    torch.nn.utils.parametrize.register_parametrization(
+        sa.gn, 'bias', _Doubled())
+    assert_close(sa(x),
+                 official(sweight=2 * p['sweight'],
+                          **{'gn.bias': 2 * p['gn.bias']}))
