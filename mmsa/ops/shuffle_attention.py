@@ -146,13 +146,6 @@ def set_output_cache_limit(mib: int) -> None:
         _ext.set_output_cache_limit(mib * 2**20)
 
 
-def _check_residual(x: torch.Tensor, residual: torch.Tensor):
-    if residual.shape != x.shape:
-        raise ValueError(f'sa_fused: residual shape {tuple(residual.shape)} '
-                         f'differs from the input\'s {tuple(x.shape)}; the '
-                         f'block\'s identity (or downsample) must match it')
-
-
 def sa_fused(x: torch.Tensor,
              groups: int,
              cweight: torch.Tensor,
@@ -204,7 +197,9 @@ def sa_fused_if_supported(x: torch.Tensor,
     same call as the kernel: the module's per-call path."""
     if _ext is None:
         return None
-    if residual is not None:  # a call less on the common path
-        _check_residual(x, residual)
+    if residual is not None and residual.shape != x.shape:
+        raise ValueError(f'sa_fused: residual shape {tuple(residual.shape)} '
+                         f'differs from the input\'s {tuple(x.shape)}; the '
+                         f'block\'s identity (or downsample) must match it')
     return _ext.fused_if_supported(x, residual, cweight, cbias, sweight,
                                    sbias, gn_weight, gn_bias, groups, eps)
