@@ -30,6 +30,21 @@ def test_overheads_are_quartiles_of_per_round_ratios():
     assert (q1, median, q3) == pytest.approx((0.0, 0.1, 0.2))
 
 
+def test_steal_share_reads_the_cpu_line_of_proc_stat():
+    bench = _load_tool()
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    before = bench.cpu_steal_ticks('cpu  100 5 20 800 10 0 5 60 40 0\n')
+    after = bench.cpu_steal_ticks('cpu  150 5 30 900 10 0 5 100 70 0\n')
+    assert before == (60, 1000) and after == (100, 1200)
+    # 40 of the 200 ticks between the readings went to other guests (the
+    # guest ticks are inside user and are not counted twice)
+    assert bench.steal_share(before, after) == pytest.approx(0.2)
+    assert bench.cpu_steal_ticks('cpu0 1 2 3 4 5 6 7 8') is None
+    assert bench.cpu_steal_ticks('cpu 1 2 3') is None
+    assert bench.steal_share(None, after) is None
+    assert bench.steal_share(after, after) is None
+
+
 @pytest.mark.slow
 def test_quick_op_run_prints_every_stage(tmp_path):
     bench = _load_tool()
@@ -41,6 +56,8 @@ def test_quick_op_run_prints_every_stage(tmp_path):
     for r in result['ops']:
         assert r['floor_ms'] > 0 and r['bandwidth_gbs'] > 0
         assert r['mmsa_peak_mib'] > 0 and r['official_peak_mib'] > 0
+        assert r['steal'] is None or 0 <= r['steal'] <= 1
     table = out.read_text()
     assert table.count('| det |') == 4 and table.count('| seg |') == 4
     assert 'copy bandwidth' in table
+    assert '| steal |' in table

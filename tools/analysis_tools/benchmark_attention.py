@@ -28,6 +28,11 @@ round (A, B, A, B, ...; median of each), so machine noise hits both sides.
   (eval, no_grad) on ``--input``; overhead = median over rounds of the
   variant's time over plain R50's in the same round. Informational: SE,
   ECA, CBAM, SGE.
+* Steal: on a VM, the share of CPU time the host gave to other guests
+  during each shape's rounds and each backbone section (``steal`` in Linux's
+  ``/proc/stat``). A busy host takes tens of percent and slows the small
+  shapes' ops and the bandwidth probe unevenly, so ratios taken under
+  heavy steal say more about the host than about the code.
 """
 import argparse
 import datetime
@@ -39,7 +44,7 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -141,6 +146,34 @@ def big_copy(device: str) -> Callable[[], object]:
     src = torch.randn(BIG_COPY_NUMEL, device=device)
     dst = torch.empty_like(src)
     return lambda: dst.copy_(src)
+
+
+def cpu_steal_ticks(stat: Optional[str] = None) -> Optional[Tuple[int, int]]:
+    """(steal, total) CPU ticks of all CPUs from the ``cpu`` line of
+    ``/proc/stat`` (or of ``stat``, its text); None where there is no such
+    line (not Linux)."""
+    if stat is None:
+        try:
+            with open('/proc/stat') as f:
+                stat = f.readline()
+        except OSError:
+            return None
+    fields = stat.split()
+    if len(fields) < 9 or fields[0] != 'cpu':
+        return None
+    # user nice system idle iowait irq softirq steal; the guest fields
+    # after them are already counted in user and nice
+    ticks = [int(v) for v in fields[1:9]]
+    return ticks[7], sum(ticks)
+
+
+def steal_share(before: Optional[Tuple[int, int]],
+                after: Optional[Tuple[int, int]]) -> Optional[float]:
+    """Share of the CPU time between two ``cpu_steal_ticks`` readings that
+    the host gave to other guests; None without both readings or ticks."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
 
 
 def floor_seconds(nbytes: int, t_copy: float) -> float:
@@ -247,6 +280,7 @@ def bench_ops(args) -> List[dict]:
             # allocator's page faults on first touch), for reading the rest.
             fns = {'official': fwd(off), 'mmsa': fwd(sa),
                    'new': lambda: torch.empty_like(x).fill_(0), 'copy': copy}
+            ticks = cpu_steal_ticks()
             if args.inductor:
                 fns['inductor'] = fwd(compiled_reference(sa))
             r_fwd = interleaved_rounds(fns, args.device, args.repeat,
@@ -260,6 +294,7 @@ def bench_ops(args) -> List[dict]:
                 {'official': fb_off, 'mmsa': fb_sa, 'copy': copy},
                 args.device, args.repeat, args.warmup,
                 setups={'official': reset_off, 'mmsa': reset_sa})
+            steal = steal_share(ticks, cpu_steal_ticks())
             t_fwd = {k: statistics.median(v) for k, v in r_fwd.items()}
             t_fb = {k: statistics.median(v) for k, v in r_fb.items()}
             nbytes = x.numel() * x.element_size()
@@ -269,7 +304,8 @@ def bench_ops(args) -> List[dict]:
             x_fb = floor_ratios(r_fb, nbytes, ('official', 'mmsa'))
             row = dict(task=task, shape=list(shape), path=sa.path,
                        floor_ms=floor * 1e3, new_output_ms=t_fwd['new'] * 1e3,
-                       bandwidth_gbs=BIG_COPY_BYTES / t_copy / 1e9)
+                       bandwidth_gbs=BIG_COPY_BYTES / t_copy / 1e9,
+                       steal=steal)
             if args.inductor:
                 row['inductor_fwd_ms'] = t_fwd['inductor'] * 1e3
             for name, m in (('official', off), ('mmsa', sa)):
@@ -291,8 +327,8 @@ def bench_ops(args) -> List[dict]:
                   f'{row["mmsa_fwd_ms"]:.2f} ms ({row["path"]}); fwd+bwd '
                   f'{row["official_fb_ms"]:.2f} / {row["mmsa_fb_ms"]:.2f} '
                   f'ms; floor {floor * 1e3:.2f} ms (x floor: mmsa fwd '
-                  f'{row["mmsa_fwd_x"]:.2f}, fwd+bwd {row["mmsa_fb_x"]:.2f})',
-                  flush=True)
+                  f'{row["mmsa_fwd_x"]:.2f}, fwd+bwd {row["mmsa_fb_x"]:.2f}); '
+                  f'steal {percent(steal)}', flush=True)
             del x, grad
     return rows
 
@@ -342,11 +378,17 @@ def bench_backbones(args) -> List[dict]:
 
     repeat = max(3, args.repeat)
     warmup = max(1, args.warmup)
+    ticks = cpu_steal_ticks()
     t_train = interleaved_rounds(
         {k: train_step(m) for k, m in models.items()}, args.device, repeat,
         warmup)
+    ticks_mid = cpu_steal_ticks()
     t_infer = interleaved_rounds({k: infer(m) for k, m in models.items()},
                                  args.device, repeat, warmup)
+    steal = dict(train_steal=steal_share(ticks, ticks_mid),
+                 infer_steal=steal_share(ticks_mid, cpu_steal_ticks()))
+    print(f'[backbone] steal: train rounds {percent(steal["train_steal"])}, '
+          f'inference rounds {percent(steal["infer_steal"])}', flush=True)
     o_train, o_infer = overheads(t_train, 'R50'), overheads(t_infer, 'R50')
     rows = []
     for name in models:
@@ -356,7 +398,8 @@ def bench_backbones(args) -> List[dict]:
                    train_overhead=o_train[name][1],
                    infer_overhead=o_infer[name][1],
                    train_overhead_iqr=[o_train[name][0], o_train[name][2]],
-                   infer_overhead_iqr=[o_infer[name][0], o_infer[name][2]])
+                   infer_overhead_iqr=[o_infer[name][0], o_infer[name][2]],
+                   **steal)
         rows.append(row)
         print(f'[backbone] {name}: train {row["train_ms"]:.0f} ms '
               f'({row["train_overhead"]:+.1%}), inference '
@@ -378,6 +421,10 @@ def machine(device: str, cache_mib: int) -> str:
             f'{torch.get_num_threads()}, {kernel}')
 
 
+def percent(share: Optional[float]) -> str:
+    return 'n/a' if share is None else f'{share:.0%}'
+
+
 def markdown(result: dict) -> str:
     bws = [r['bandwidth_gbs'] for r in result['ops']]
     bw_text = (f'; copy bandwidth {min(bws):.1f}-{max(bws):.1f} GB/s (read + '
@@ -390,11 +437,13 @@ def markdown(result: dict) -> str:
         'round; new output = allocating and first touching one tensor of the '
         'shape, which every fresh output pays (mmsa\'s come from its output '
         'cache unless it is off); peak = '
-        'allocated during fwd+bwd, with fresh outputs):', '',
+        'allocated during fwd+bwd, with fresh outputs; steal = share of '
+        'the CPU time the VM\'s host gave to other guests during the '
+        'shape\'s rounds):', '',
         '| input | shape (N,C,H,W) | floor | new output | official fwd | '
         'mmsa fwd (x floor) | official fwd+bwd | mmsa fwd+bwd (x floor) | '
-        'speed-up fwd / fwd+bwd | peak MiB official / mmsa |',
-        '|---|---|---|---|---|---|---|---|---|---|'
+        'speed-up fwd / fwd+bwd | peak MiB official / mmsa | steal |',
+        '|---|---|---|---|---|---|---|---|---|---|---|'
     ]
     for r in result['ops']:
         fl = r['floor_ms']
@@ -407,7 +456,8 @@ def markdown(result: dict) -> str:
             f'{r["mmsa_fb_ms"]:.1f} ({r["mmsa_fb_x"]:.2f}x) | '
             f'{r["official_fwd_ms"] / r["mmsa_fwd_ms"]:.1f}x / '
             f'{r["official_fb_ms"] / r["mmsa_fb_ms"]:.1f}x | '
-            f'{r["official_peak_mib"]:.0f} / {r["mmsa_peak_mib"]:.0f} |')
+            f'{r["official_peak_mib"]:.0f} / {r["mmsa_peak_mib"]:.0f} | '
+            f'{percent(r.get("steal"))} |')
     if any('inductor_fwd_ms' in r for r in result['ops']):
         lines += ['', 'Forward by the reference composition under '
                   'torch.compile (inductor, compiled per shape) vs mmsa:', '',
@@ -416,10 +466,15 @@ def markdown(result: dict) -> str:
         lines += [f'| {r["task"]} | {tuple(r["shape"])} | '
                   f'{r["inductor_fwd_ms"]:.1f} | {r["mmsa_fwd_ms"]:.1f} |'
                   for r in result['ops'] if 'inductor_fwd_ms' in r]
+    bb = result['backbones']
+    bb_steal = (f'; steal {percent(bb[0].get("train_steal"))} during the '
+                f'train rounds, {percent(bb[0].get("infer_steal"))} during '
+                'the inference rounds' if bb else '')
     lines += [
         '', f'Backbone level (ResNet-50, input {tuple(result["input"])}; '
         'overhead = median over rounds of time / plain R50 time in the same '
-        'round, with the quartiles of those ratios in brackets):', '',
+        f'round, with the quartiles of those ratios in brackets{bb_steal}):',
+        '',
         '| backbone | train step ms | overhead | inference ms | overhead |',
         '|---|---|---|---|---|'
     ]
