@@ -1,5 +1,7 @@
 """tools/analysis_tools/benchmark_attention.py: its ratios, one quick run."""
 import statistics
+import subprocess
+import sys
 
 import pytest
 from testing_utils import load_tool
@@ -43,6 +45,44 @@ def test_steal_share_reads_the_cpu_line_of_proc_stat():
     assert bench.cpu_steal_ticks('cpu 1 2 3') is None
     assert bench.steal_share(None, after) is None
     assert bench.steal_share(after, after) is None
+
+
+BIG = 64 << 20  # above glibc's largest dynamic mmap threshold (32 MiB)
+
+
+def test_rounds_count_each_calls_page_faults():
+    bench = _load_tool()
+    faults = {}
+    # a fresh 64 MiB block, written: one fault per 4 KiB page
+    bench.interleaved_rounds({'touch': lambda: b'\x01' * BIG,
+                              'none': lambda: None}, 'cpu', 3, 0,
+                             faults=faults)
+    assert len(faults['touch']) == len(faults['none']) == 3
+    assert min(faults['touch']) > BIG // 4096 // 2
+    assert max(faults['none']) < 100
+
+
+def test_tune_malloc_keeps_freed_memory_mapped():
+    # in a child: the thresholds are the process's for good
+    code = (
+        'import sys; sys.path.insert(0, "tests")\n'
+        'from testing_utils import load_tool\n'
+        'bench = load_tool("tools/analysis_tools/benchmark_attention.py")\n'
+        f'BIG = {BIG}\n'
+        'def faults():\n'
+        '    f0 = bench.minor_faults(); b = b"\\x01" * BIG; del b\n'
+        '    return bench.minor_faults() - f0\n'
+        'before = [faults() for _ in range(3)]\n'
+        'bench.tune_malloc()\n'
+        'faults()\n'
+        'print(min(before), max(faults() for _ in range(3)))\n')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                         text=True, check=True).stdout.split()
+    default, tuned = int(out[0]), int(out[1])
+    # glibc maps each 64 MiB block afresh and unmaps it on free; tuned, the
+    # block freed by the last call is handed out again, already touched
+    assert default > BIG // 4096 // 2
+    assert tuned < 100
 
 
 @pytest.mark.slow

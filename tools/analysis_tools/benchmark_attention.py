@@ -28,6 +28,14 @@ round (A, B, A, B, ...; median of each), so machine noise hits both sides.
   (eval, no_grad) on ``--input``; overhead = median over rounds of the
   variant's time over plain R50's in the same round. Informational: SE,
   ECA, CBAM, SGE.
+* Page faults: the process's minor page faults per call, median over
+  rounds (backbone level). Under glibc's default malloc a freed block of
+  tens of MiB goes back to the kernel, and the next tensor in its place
+  pays a fault per 4 KiB on first touch; which blocks do depends on the
+  order of allocations, so variants with the same tensors can fault very
+  differently. ``--tune-malloc`` keeps freed memory mapped (glibc's mmap
+  and trim thresholds at 1 GiB, as ``MALLOC_MMAP_THRESHOLD_`` and
+  ``MALLOC_TRIM_THRESHOLD_`` would set them), which leaves the compute.
 * Steal: on a VM, the share of CPU time the host gave to other guests
   during each shape's rounds and each backbone section (``steal`` in Linux's
   ``/proc/stat``). A busy host takes tens of percent and slows the small
@@ -40,6 +48,10 @@ import json
 import os
 import os.path as osp
 import platform
+try:
+    import resource
+except ImportError:  # not Unix: no page-fault counts
+    resource = None
 import statistics
 import sys
 import tempfile
@@ -101,13 +113,22 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def minor_faults() -> int:
+    """Minor page faults of this process so far (0 where not counted)."""
+    if resource is None:
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def interleaved_rounds(
         fns: Dict[str, Callable[[], object]], device: str, repeat: int,
         warmup: int,
-        setups: Optional[Dict[str, Callable[[], object]]] = None
+        setups: Optional[Dict[str, Callable[[], object]]] = None,
+        faults: Optional[Dict[str, List[int]]] = None
 ) -> Dict[str, List[float]]:
     """Seconds of each fn per round, timed round-robin; ``setups[name]``,
-    where given, runs untimed just before each call of fn ``name``."""
+    where given, runs untimed just before each call of fn ``name``; into
+    ``faults``, where given, each timed call's minor page faults."""
     setups = setups or {}
     for _ in range(warmup):
         for name, fn in fns.items():
@@ -118,10 +139,13 @@ def interleaved_rounds(
         for name, fn in fns.items():
             setups.get(name, lambda: None)()
             sync(device)
+            f0 = minor_faults()
             t0 = time.perf_counter()
             fn()
             sync(device)
             times[name].append(time.perf_counter() - t0)
+            if faults is not None:
+                faults.setdefault(name, []).append(minor_faults() - f0)
     return times
 
 
@@ -379,12 +403,14 @@ def bench_backbones(args) -> List[dict]:
     repeat = max(3, args.repeat)
     warmup = max(1, args.warmup)
     ticks = cpu_steal_ticks()
+    f_train: Dict[str, List[int]] = {}
+    f_infer: Dict[str, List[int]] = {}
     t_train = interleaved_rounds(
         {k: train_step(m) for k, m in models.items()}, args.device, repeat,
-        warmup)
+        warmup, faults=f_train)
     ticks_mid = cpu_steal_ticks()
     t_infer = interleaved_rounds({k: infer(m) for k, m in models.items()},
-                                 args.device, repeat, warmup)
+                                 args.device, repeat, warmup, faults=f_infer)
     steal = dict(train_steal=steal_share(ticks, ticks_mid),
                  infer_steal=steal_share(ticks_mid, cpu_steal_ticks()))
     print(f'[backbone] steal: train rounds {percent(steal["train_steal"])}, '
@@ -399,16 +425,39 @@ def bench_backbones(args) -> List[dict]:
                    infer_overhead=o_infer[name][1],
                    train_overhead_iqr=[o_train[name][0], o_train[name][2]],
                    infer_overhead_iqr=[o_infer[name][0], o_infer[name][2]],
+                   train_faults=statistics.median(f_train[name]),
+                   infer_faults=statistics.median(f_infer[name]),
                    **steal)
         rows.append(row)
         print(f'[backbone] {name}: train {row["train_ms"]:.0f} ms '
               f'({row["train_overhead"]:+.1%}), inference '
-              f'{row["infer_ms"]:.0f} ms ({row["infer_overhead"]:+.1%})',
-              flush=True)
+              f'{row["infer_ms"]:.0f} ms ({row["infer_overhead"]:+.1%}); '
+              f'page faults {row["train_faults"]:.0f} / '
+              f'{row["infer_faults"]:.0f}', flush=True)
     return rows
 
 
-def machine(device: str, cache_mib: int) -> str:
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+
+
+def tune_malloc(nbytes: int = 1 << 30) -> None:
+    """glibc's mmap and trim thresholds fixed at ``nbytes``: freed blocks
+    stay mapped for the next tensor instead of going back to the kernel
+    (no first-touch page faults), as ``MALLOC_MMAP_THRESHOLD_`` and
+    ``MALLOC_TRIM_THRESHOLD_`` set at start-up would."""
+    import ctypes
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        mallopt = None
+    if mallopt is None or not (mallopt(M_MMAP_THRESHOLD, nbytes)
+                               and mallopt(M_TRIM_THRESHOLD, nbytes)):
+        raise SystemExit('--tune-malloc: this process\'s C library has no '
+                         'glibc mallopt that takes the thresholds; run '
+                         'without --tune-malloc')
+
+
+def machine(device: str, cache_mib: int, tuned_malloc: bool) -> str:
     if device == 'cuda':
         return torch.cuda.get_device_name()
     from mmsa.ops import shuffle_attention as sa_ops
@@ -418,7 +467,8 @@ def machine(device: str, cache_mib: int) -> str:
                ', output cache off')
     return (f'{platform.processor() or platform.machine()}, '
             f'{os.cpu_count()} cores, torch threads '
-            f'{torch.get_num_threads()}, {kernel}')
+            f'{torch.get_num_threads()}, {kernel}, malloc '
+            f'{"tuned (--tune-malloc)" if tuned_malloc else "default"}')
 
 
 def percent(share: Optional[float]) -> str:
@@ -473,10 +523,10 @@ def markdown(result: dict) -> str:
     lines += [
         '', f'Backbone level (ResNet-50, input {tuple(result["input"])}; '
         'overhead = median over rounds of time / plain R50 time in the same '
-        f'round, with the quartiles of those ratios in brackets{bb_steal}):',
-        '',
-        '| backbone | train step ms | overhead | inference ms | overhead |',
-        '|---|---|---|---|---|'
+        f'round, with the quartiles of those ratios in brackets; faults = '
+        f'minor page faults per call, median{bb_steal}):', '',
+        '| backbone | train step ms | overhead | faults | inference ms | '
+        'overhead | faults |', '|---|---|---|---|---|---|---|'
     ]
 
     def overhead(r, key):
@@ -486,10 +536,15 @@ def markdown(result: dict) -> str:
             text += f' [{q1:+.1%}, {q3:+.1%}]'
         return text
 
+    def faults(r, key):
+        return f'{r[key]:.0f}' if key in r else 'n/a'
+
     for r in result['backbones']:
         lines.append(f'| {r["model"]} | {r["train_ms"]:.0f} | '
-                     f'{overhead(r, "train_overhead")} | {r["infer_ms"]:.0f} '
-                     f'| {overhead(r, "infer_overhead")} |')
+                     f'{overhead(r, "train_overhead")} | '
+                     f'{faults(r, "train_faults")} | {r["infer_ms"]:.0f} | '
+                     f'{overhead(r, "infer_overhead")} | '
+                     f'{faults(r, "infer_faults")} |')
     return '\n'.join(lines) + '\n'
 
 
@@ -553,6 +608,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--no-output-cache', action='store_true',
                         help='turn the fused kernel\'s output cache off (as '
                         'MMSA_SA_CACHE_MB=0): every output is fresh memory')
+    parser.add_argument('--tune-malloc', action='store_true',
+                        help='fix glibc\'s mmap and trim thresholds at 1 '
+                        'GiB before timing: freed memory stays mapped, so '
+                        'no variant pays first-touch page faults for it')
     parser.add_argument('--skip-ops', action='store_true')
     parser.add_argument('--skip-backbones', action='store_true')
     parser.add_argument('--out', help='write markdown (.md) or JSON (.json); '
@@ -574,8 +633,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
     set_output_cache_limit(args.cache_mib)
+    if args.tune_malloc:
+        tune_malloc()
     result = dict(
-        date=datetime.date.today().isoformat(), machine=machine(args.device, args.cache_mib),
+        date=datetime.date.today().isoformat(),
+        machine=machine(args.device, args.cache_mib, args.tune_malloc),
         device=args.device, torch=torch.__version__,
         command=' '.join([osp.relpath(sys.argv[0])] + sys.argv[1:]),
         input=args.input,
