@@ -2,7 +2,8 @@
 
     python tools/analysis_tools/benchmark_attention.py [--device cpu|cuda]
         [--repeat 10] [--warmup 2] [--quick] [--input 2 3 512 512]
-        [--out docs/performance.md] [--plot docs/performance.png]
+        [--tune-malloc] [--out docs/performance.md]
+        [--plot docs/performance.png]
 
 Every ratio is measured in one run with the variants interleaved round by
 round (A, B, A, B, ...; median of each), so machine noise hits both sides.
@@ -48,15 +49,16 @@ import json
 import os
 import os.path as osp
 import platform
-try:
-    import resource
-except ImportError:  # not Unix: no page-fault counts
-    resource = None
 import statistics
 import sys
 import tempfile
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+try:
+    import resource
+except ImportError:  # not Unix: no page-fault counts
+    resource = None
 
 import torch
 import torch.nn as nn
@@ -523,7 +525,7 @@ def markdown(result: dict) -> str:
     lines += [
         '', f'Backbone level (ResNet-50, input {tuple(result["input"])}; '
         'overhead = median over rounds of time / plain R50 time in the same '
-        f'round, with the quartiles of those ratios in brackets; faults = '
+        'round, with the quartiles of those ratios in brackets; faults = '
         f'minor page faults per call, median{bb_steal}):', '',
         '| backbone | train step ms | overhead | faults | inference ms | '
         'overhead | faults |', '|---|---|---|---|---|---|---|'
