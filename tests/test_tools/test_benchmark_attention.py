@@ -1,6 +1,8 @@
 """tools/analysis_tools/benchmark_attention.py: its ratios, one quick run."""
+import math
 import mmap
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -26,12 +28,82 @@ def test_floor_ratio_is_taken_per_round():
         rounds['copy']) == pytest.approx(6.0)
 
 
-def test_overheads_are_quartiles_of_per_round_ratios():
+def test_overheads_pair_each_round_with_the_base():
     bench = _load_tool()
     rounds = {'R50': [1.0, 2.0, 1.0, 1.0, 1.0],
               'SA': [1.1, 2.0, 1.2, 1.0, 1.3]}
-    q1, median, q3 = bench.overheads(rounds, 'R50')['SA']
-    assert (q1, median, q3) == pytest.approx((0.0, 0.1, 0.2))
+    ratios = bench.round_overheads(rounds, 'R50')
+    assert ratios['SA'] == pytest.approx([0.1, 0.0, 0.2, 0.0, 0.3])
+    assert ratios['R50'] == [0.0] * 5
+
+
+def _binomial_coverage(n, k):
+    # P(x_(k) <= median <= x_(n+1-k)) = 1 - 2 P(B <= k - 1), B ~ Bin(n, .5)
+    return 1 - 2 * sum(math.comb(n, i) for i in range(k)) / 2**n
+
+
+@pytest.mark.parametrize('n, k', [(10, 2), (20, 6), (40, 14), (80, 31)])
+def test_median_ci_takes_the_tabulated_order_statistics(n, k):
+    bench = _load_tool()
+    # shuffled values: the interval is of the sorted ones
+    values = random.Random(n).sample(range(100, 100 + n), n)
+    low, high, coverage = bench.median_ci(values)
+    # the textbook ranks for 95% (e.g. Conover's table: 6 and 15 of 20)
+    assert (low, high) == (100 + k - 1, 100 + n - k)
+    assert coverage == pytest.approx(_binomial_coverage(n, k))
+    assert coverage >= 0.95 > _binomial_coverage(n, k + 1)
+
+
+def test_median_ci_of_too_few_rounds_is_the_range_with_its_coverage():
+    bench = _load_tool()
+    assert bench.median_ci([3.0, 1.0, 2.0]) == (1.0, 3.0, 0.75)
+    with pytest.raises(ValueError, match='no values'):
+        bench.median_ci([])
+
+
+def test_median_ci_covers_the_median_at_its_stated_rate():
+    bench = _load_tool()
+    # skewed per-round noise, as on a shared box: the interval must still
+    # hold the true median in ~96% of repeated 20-round experiments
+    rng = random.Random(0)
+    true_median = 0.02 + math.log(2) * 0.05
+    hits = 0
+    for _ in range(2000):
+        ratios = [0.02 + rng.expovariate(20) for _ in range(20)]
+        low, high, _ = bench.median_ci(ratios)
+        hits += low <= true_median <= high
+    assert 0.94 <= hits / 2000 <= 0.975
+
+
+def _backbone_row(train, train_ci, infer, infer_ci):
+    return dict(model='SA-R50 (mmsa)', rounds=20, train_overhead=train,
+                train_overhead_ci=train_ci, infer_overhead=infer,
+                infer_overhead_ci=infer_ci)
+
+
+def test_targets_judge_backbones_by_the_confidence_interval():
+    bench = _load_tool()
+    op = dict(mmsa_fwd_x=1.2, mmsa_fb_x=2.9, official_fwd_ms=10.0,
+              mmsa_fwd_ms=2.0, official_fb_ms=30.0, mmsa_fb_ms=6.0)
+    result = dict(ops=[op, dict(op, mmsa_fb_x=3.1)], backbones=[
+        dict(model='R50'),
+        _backbone_row(0.01, [-0.01, 0.04], 0.02, [0.0, 0.05])
+    ])
+    rows = {t: (m, v) for t, m, v in bench.target_rows(result)}
+    assert rows['SA op forward <= 2x floor at every shape'] == (
+        '2 of 2 shapes within, 1.20-1.20x', 'met')
+    assert rows['SA op forward+backward <= 3x floor at every shape'][1] == \
+        'missed'
+    assert rows['SA op never slower than the official form'][1] == 'met'
+    assert rows['SA-R50 train step <= +5% over R50'] == (
+        '+1.0% (95% CI -1.0% to +4.0%, 20 rounds)', 'met')
+    assert rows['SA-R50 inference <= +3% over R50'][1] == \
+        'met by the median'
+    result['backbones'][1] = _backbone_row(0.06, [0.0, 0.1], 0.0, [0, 0])
+    rows = {t: v for t, _, v in bench.target_rows(result)}
+    assert rows['SA-R50 train step <= +5% over R50'] == 'missed'
+    # a run without the op level or the backbones judges only what it has
+    assert bench.target_rows(dict(ops=[], backbones=[])) == []
 
 
 def test_steal_share_reads_the_cpu_line_of_proc_stat():
@@ -114,3 +186,24 @@ def test_quick_op_run_prints_every_stage(tmp_path):
     assert table.count('| det |') == 4 and table.count('| seg |') == 4
     assert 'copy bandwidth' in table
     assert '| steal |' in table
+
+
+def test_markdown_shows_the_interval_and_the_verdicts():
+    bench = _load_tool()
+    rows = [
+        dict(model='R50', rounds=20, train_ms=2000.0, infer_ms=900.0,
+             train_overhead=0.0, train_overhead_ci=[0.0, 0.0],
+             infer_overhead=0.0, infer_overhead_ci=[0.0, 0.0],
+             train_faults=0, infer_faults=0),
+        dict(_backbone_row(0.012, [-0.004, 0.031], 0.005, [-0.01, 0.02]),
+             train_ms=2030.0, infer_ms=905.0, train_faults=0,
+             infer_faults=0)
+    ]
+    table = bench.markdown(dict(machine='m', torch='t', device='cpu',
+                                input=[2, 3, 512, 512], ops=[],
+                                backbones=rows))
+    assert '20 rounds; overhead = median' in table
+    assert '| SA-R50 (mmsa) | 2030 | +1.2% [-0.4%, +3.1%] | 0 |' in table
+    assert ('| SA-R50 train step <= +5% over R50 | +1.2% (95% CI -0.4% to '
+            '+3.1%, 20 rounds) | met |') in table
+    assert '| SA-R50 inference <= +3% over R50 |' in table

@@ -1,7 +1,8 @@
 """Side-by-side cost of Shuffle Attention (and the other attentions).
 
     python tools/analysis_tools/benchmark_attention.py [--device cpu|cuda]
-        [--repeat 10] [--warmup 2] [--quick] [--input 2 3 512 512]
+        [--repeat 10] [--backbone-repeat 30] [--warmup 2] [--quick]
+        [--input 2 3 512 512]
         [--tune-malloc] [--out docs/performance.md]
         [--plot docs/performance.png]
 
@@ -27,8 +28,14 @@ round (A, B, A, B, ...; median of each), so machine noise hits both sides.
 * Backbone level: ResNet-50 vs SA-ResNet-50 with the official-form SA vs
   with mmsa's SA; train step (forward + backward, train mode) and inference
   (eval, no_grad) on ``--input``; overhead = median over rounds of the
-  variant's time over plain R50's in the same round. Informational: SE,
-  ECA, CBAM, SGE.
+  variant's time over plain R50's in the same round, with the 95%
+  confidence interval of that median (distribution-free, from order
+  statistics: ``--backbone-repeat`` rounds, 30 by default, put it within
+  a few points on a quiet box). Informational: SE, ECA, CBAM, SGE.
+* Targets: issue 7's (op forward <= 2x floor and forward+backward <= 3x at
+  every shape, never slower than the official form; SA-R50 train step
+  <= +5% and inference <= +3% over R50) with a verdict each, the backbone
+  ones by the interval: 'met' where all of it is within the target.
 * Page faults: the process's minor page faults per call, median over
   rounds (backbone level). Under glibc's default malloc a freed block of
   tens of MiB goes back to the kernel, and the next tensor in its place
@@ -46,6 +53,7 @@ round (A, B, A, B, ...; median of each), so machine noise hits both sides.
 import argparse
 import datetime
 import json
+import math
 import os
 import os.path as osp
 import platform
@@ -153,16 +161,42 @@ def interleaved_rounds(
     return times
 
 
-def overheads(rounds: Dict[str, List[float]],
-              base: str) -> Dict[str, List[float]]:
-    """Quartiles (q1, median, q3) over rounds of each fn's time over
-    ``base``'s in that round, minus 1: a slow spell of the machine hits both
-    sides of each ratio, and the spread shows what it did not even out."""
-    out = {}
-    for k, v in rounds.items():
-        ratios = [t / b - 1 for t, b in zip(v, rounds[base])]
-        out[k] = statistics.quantiles(ratios, n=4, method='inclusive')
-    return out
+def round_overheads(rounds: Dict[str, List[float]],
+                    base: str) -> Dict[str, List[float]]:
+    """Each fn's time over ``base``'s in the same round, minus 1, per round:
+    a slow spell of the machine hits both sides of each ratio."""
+    return {
+        k: [t / b - 1 for t, b in zip(v, rounds[base])]
+        for k, v in rounds.items()
+    }
+
+
+def median_ci(values: Sequence[float],
+              confidence: float = 0.95) -> Tuple[float, float, float]:
+    """(low, high, coverage): the distribution-free confidence interval of
+    the median, from order statistics.
+
+    ``[x_(k), x_(n+1-k)]`` of the sorted values holds the true median with
+    probability ``1 - 2 P(B < k)``, ``B ~ Binomial(n, 1/2)``, whatever the
+    distribution; k is the largest for which that reaches ``confidence``
+    (k = 1, the whole range, with its lower coverage, where n is too small:
+    fewer than 6 values for 95%). The quartiles of 20 rounds are about this
+    interval; its width shrinks as 1 / sqrt(rounds).
+    """
+    xs = sorted(values)
+    n = len(xs)
+    if n == 0:
+        raise ValueError('median_ci: no values')
+    coverage = 1 - 2 * 0.5**n  # k = 1
+    k = 1
+    below = 1  # 2^n P(B < k)
+    while k + 1 <= (n + 1) // 2:
+        below += math.comb(n, k)
+        cov = 1 - 2 * below / 2**n
+        if cov < confidence:
+            break
+        k, coverage = k + 1, cov
+    return xs[k - 1], xs[n - k], coverage
 
 
 BIG_COPY_NUMEL = 64 * 2**20  # 256 MiB of float32
@@ -404,7 +438,7 @@ def bench_backbones(args) -> List[dict]:
                 model(x)
         return run
 
-    repeat = max(3, args.repeat)
+    repeat = args.backbone_repeat
     warmup = max(1, args.warmup)
     ticks = cpu_steal_ticks()
     f_train: Dict[str, List[int]] = {}
@@ -419,19 +453,23 @@ def bench_backbones(args) -> List[dict]:
                  infer_steal=steal_share(ticks_mid, cpu_steal_ticks()))
     print(f'[backbone] steal: train rounds {percent(steal["train_steal"])}, '
           f'inference rounds {percent(steal["infer_steal"])}', flush=True)
-    o_train, o_infer = overheads(t_train, 'R50'), overheads(t_infer, 'R50')
     rows = []
     for name in models:
-        row = dict(model=name,
-                   train_ms=statistics.median(t_train[name]) * 1e3,
-                   infer_ms=statistics.median(t_infer[name]) * 1e3,
-                   train_overhead=o_train[name][1],
-                   infer_overhead=o_infer[name][1],
-                   train_overhead_iqr=[o_train[name][0], o_train[name][2]],
-                   infer_overhead_iqr=[o_infer[name][0], o_infer[name][2]],
-                   train_faults=statistics.median(f_train[name]),
-                   infer_faults=statistics.median(f_infer[name]),
-                   **steal)
+        row = dict(model=name, rounds=repeat, **steal)
+        for key, times, faults in (('train', t_train, f_train),
+                                   ('infer', t_infer, f_infer)):
+            ratios = round_overheads(times, 'R50')[name]
+            q1, median, q3 = statistics.quantiles(ratios, n=4,
+                                                  method='inclusive')
+            low, high, coverage = median_ci(ratios)
+            row.update({
+                f'{key}_ms': statistics.median(times[name]) * 1e3,
+                f'{key}_overhead': median,
+                f'{key}_overhead_iqr': [q1, q3],
+                f'{key}_overhead_ci': [low, high],
+                f'{key}_overhead_ci_coverage': coverage,
+                f'{key}_faults': statistics.median(faults[name]),
+            })
         rows.append(row)
         print(f'[backbone] {name}: train {row["train_ms"]:.0f} ms '
               f'({row["train_overhead"]:+.1%}), inference '
@@ -524,20 +562,25 @@ def markdown(result: dict) -> str:
     bb_steal = (f'; steal {percent(bb[0].get("train_steal"))} during the '
                 f'train rounds, {percent(bb[0].get("infer_steal"))} during '
                 'the inference rounds' if bb else '')
+    bb_rounds = f'{bb[0]["rounds"]} rounds; ' if bb and 'rounds' in bb[0] \
+        else ''
     lines += [
-        '', f'Backbone level (ResNet-50, input {tuple(result["input"])}; '
-        'overhead = median over rounds of time / plain R50 time in the same '
-        'round, with the quartiles of those ratios in brackets; faults = '
-        f'minor page faults per call, median{bb_steal}):', '',
+        '', f'Backbone level (ResNet-50, input {tuple(result["input"])}, '
+        f'{bb_rounds}overhead = median over rounds of time / plain R50 time '
+        'in the same round, with the 95% confidence interval of that median '
+        'in brackets (distribution-free, from the order statistics of the '
+        'per-round ratios; results saved before it had one show the '
+        'quartiles); faults = minor page faults per call, '
+        f'median{bb_steal}):', '',
         '| backbone | train step ms | overhead | faults | inference ms | '
         'overhead | faults |', '|---|---|---|---|---|---|---|'
     ]
 
     def overhead(r, key):
         text = f'{r[key]:+.1%}'
-        if f'{key}_iqr' in r:
-            q1, q3 = r[f'{key}_iqr']
-            text += f' [{q1:+.1%}, {q3:+.1%}]'
+        interval = r.get(f'{key}_ci', r.get(f'{key}_iqr'))
+        if interval is not None:
+            text += f' [{interval[0]:+.1%}, {interval[1]:+.1%}]'
         return text
 
     def faults(r, key):
@@ -549,7 +592,59 @@ def markdown(result: dict) -> str:
                      f'{faults(r, "train_faults")} | {r["infer_ms"]:.0f} | '
                      f'{overhead(r, "infer_overhead")} | '
                      f'{faults(r, "infer_faults")} |')
+    targets = target_rows(result)
+    if targets:
+        lines += ['', 'Targets (issue 7; the backbone verdicts by the 95% '
+                  'confidence interval of the median):', '',
+                  '| target | measured | verdict |', '|---|---|---|']
+        lines += [f'| {t} | {m} | {v} |' for t, m, v in targets]
     return '\n'.join(lines) + '\n'
+
+
+OP_TARGETS = (('fwd', 'forward', 2.0), ('fb', 'forward+backward', 3.0))
+BACKBONE_TARGETS = (('train', 'train step', 0.05), ('infer', 'inference',
+                                                      0.03))
+
+
+def target_rows(result: dict) -> List[Tuple[str, str, str]]:
+    """(target, measured, verdict) for each of issue 7's targets that the
+    run measured. A backbone overhead is 'met' where the whole confidence
+    interval of its median is within the target, 'met by the median' where
+    only the median is (more rounds would tell), else 'missed'."""
+    rows = []
+    ops = result['ops']
+    for key, label, limit in OP_TARGETS if ops else ():
+        xs = [r[f'mmsa_{key}_x'] for r in ops]
+        n_ok = sum(x <= limit for x in xs)
+        rows.append((f'SA op {label} <= {limit:g}x floor at every shape',
+                     f'{n_ok} of {len(xs)} shapes within, '
+                     f'{min(xs):.2f}-{max(xs):.2f}x',
+                     'met' if n_ok == len(xs) else 'missed'))
+    if ops:
+        speedups = [
+            r[f'official_{key}_ms'] / r[f'mmsa_{key}_ms'] for r in ops
+            for key in ('fwd', 'fb')
+        ]
+        rows.append(('SA op never slower than the official form',
+                     f'{min(speedups):.1f}-{max(speedups):.1f}x faster '
+                     '(fwd and fwd+bwd, every shape)',
+                     'met' if min(speedups) >= 1 else 'missed'))
+    sa = next((r for r in result['backbones']
+               if r['model'] == 'SA-R50 (mmsa)'), None)
+    for key, label, limit in BACKBONE_TARGETS if sa else ():
+        median = sa[f'{key}_overhead']
+        measured = f'{median:+.1%}'
+        ci = sa.get(f'{key}_overhead_ci')
+        if ci is None:
+            verdict = 'met by the median' if median <= limit else 'missed'
+        else:
+            measured += (f' (95% CI {ci[0]:+.1%} to {ci[1]:+.1%}, '
+                         f'{sa["rounds"]} rounds)')
+            verdict = ('met' if ci[1] <= limit else
+                       'met by the median' if median <= limit else 'missed')
+        rows.append((f'SA-R50 {label} <= +{limit:.0%} over R50', measured,
+                     verdict))
+    return rows
 
 
 def plot(result: dict, path: str) -> None:
@@ -596,7 +691,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--repeat', type=int, default=10,
-                        help='timed rounds per measurement')
+                        help='timed rounds per op-level measurement')
+    parser.add_argument('--backbone-repeat', type=int, default=30,
+                        help='timed rounds per backbone measurement (at '
+                        'least 3): the 95%% confidence interval of a median '
+                        'narrows as 1 / sqrt(rounds)')
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--inductor', action='store_true',
                         help='also time the reference composition under '
@@ -624,8 +723,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: no CUDA device is available')
+    if args.backbone_repeat < 3:
+        parser.error(f'--backbone-repeat {args.backbone_repeat}: the '
+                     'quartiles and the interval need at least 3 rounds; '
+                     'pass 3 or more (30 by default)')
     if args.quick:
         args.repeat = min(args.repeat, 3)
+        args.backbone_repeat = min(args.backbone_repeat, 3)
         args.warmup = min(args.warmup, 1)
     args.cache_mib = 0 if args.no_output_cache else int(
         os.environ.get('MMSA_SA_CACHE_MB', 1024))
