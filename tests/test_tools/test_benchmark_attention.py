@@ -207,3 +207,15 @@ def test_markdown_shows_the_interval_and_the_verdicts():
     assert ('| SA-R50 train step <= +5% over R50 | +1.2% (95% CI -0.4% to '
             '+3.1%, 20 rounds) | met |') in table
     assert '| SA-R50 inference <= +3% over R50 |' in table
+
+
+def test_plot_draws_intervals_and_old_results_without_them(tmp_path):
+    bench = _load_tool()
+    op = dict(task='det', shape=[2, 256, 200, 336], official_fwd_x=12.0,
+              mmsa_fwd_x=0.8, official_fb_x=27.0, mmsa_fb_x=1.9)
+    row = dict(_backbone_row(0.01, [-0.004, 0.02], 0.01, [0.0, 0.02]))
+    old = dict(model='SE-R50', train_overhead=0.1, infer_overhead=0.05)
+    result = dict(ops=[op], backbones=[row, old], input=[2, 3, 512, 512],
+                  machine='m', device='cpu', date='2026-12-01')
+    bench.plot(result, str(tmp_path / 'chart.png'))
+    assert (tmp_path / 'chart.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'

@@ -663,6 +663,9 @@ def plot(result: dict, path: str) -> None:
         ax0.bar([x + (i - 1.5) * width for x in xs],
                 [r[key] for r in ops], width, label=label)
     ax0.axhline(1, color='k', lw=0.8)
+    for (_, label, limit), style in zip(OP_TARGETS, ('--', ':')):
+        ax0.axhline(limit, color='grey', ls=style, lw=0.9,
+                    label=f'mmsa {label} target ({limit:g}x)')
     ax0.set_xticks(list(xs), labels, rotation=30, ha='right')
     ax0.set_ylabel('time / floor (3 tensor passes)')
     ax0.set_yscale('log')
@@ -671,14 +674,22 @@ def plot(result: dict, path: str) -> None:
     bb = result['backbones']
     names = [r['model'] for r in bb]
     ys = range(len(bb))
-    ax1.barh([y - 0.2 for y in ys], [100 * r['train_overhead'] for r in bb],
-             0.4, label='train step')
-    ax1.barh([y + 0.2 for y in ys], [100 * r['infer_overhead'] for r in bb],
-             0.4, label='inference')
+    for (key, label, limit), shift, style in zip(BACKBONE_TARGETS,
+                                                 (-0.2, 0.2), ('--', ':')):
+        medians = [100 * r[f'{key}_overhead'] for r in bb]
+        # the confidence interval of each median, where the run has one
+        errors = [[m - 100 * r[f'{key}_overhead_ci'][0],
+                   100 * r[f'{key}_overhead_ci'][1] - m]
+                  if f'{key}_overhead_ci' in r else [0, 0]
+                  for m, r in zip(medians, bb)]
+        ax1.barh([y + shift for y in ys], medians, 0.4, label=label,
+                 xerr=list(zip(*errors)) if bb else None, capsize=2)
+        ax1.axvline(100 * limit, color='grey', ls=style, lw=0.9,
+                    label=f'SA-R50 {label} target (+{limit:.0%})')
     ax1.set_yticks(list(ys), names)
     ax1.invert_yaxis()
     ax1.axvline(0, color='k', lw=0.8)
-    ax1.set_xlabel('% over plain ResNet-50')
+    ax1.set_xlabel('% over plain ResNet-50 (median, 95% CI)')
     ax1.set_title(f'Backbone, input {tuple(result["input"])}')
     ax1.legend(fontsize=8)
     fig.suptitle(f'{result["machine"]} ({result["device"]}), '
