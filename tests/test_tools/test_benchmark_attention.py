@@ -1,4 +1,5 @@
 """tools/analysis_tools/benchmark_attention.py: its ratios, one quick run."""
+import json
 import math
 import mmap
 import os
@@ -219,3 +220,41 @@ def test_plot_draws_intervals_and_old_results_without_them(tmp_path):
                   machine='m', device='cpu', date='2026-12-01')
     bench.plot(result, str(tmp_path / 'chart.png'))
     assert (tmp_path / 'chart.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_load_renders_a_saved_run_without_measuring(tmp_path):
+    bench = _load_tool()
+    saved = dict(date='2026-12-01', machine='m', device='cpu', torch='t',
+                 input=[2, 3, 512, 512], ops=[], backbones=[
+                     dict(_backbone_row(0.01, [0.0, 0.02], 0.01, [0.0, 0.02]),
+                          train_ms=1.0, infer_ms=1.0)])
+    path = tmp_path / 'run.json'
+    path.write_text(json.dumps(saved))
+    result = bench.main(['--load', str(path), '--out',
+                         str(tmp_path / 'again.md')])
+    assert result == saved
+    assert '| SA-R50 train step <= +5% over R50 |' in (
+        tmp_path / 'again.md').read_text()
+
+
+def test_load_of_something_else_is_one_clear_error(tmp_path):
+    bench = _load_tool()
+    with pytest.raises(SystemExit, match='cannot read a JSON result'):
+        bench.load_result(str(tmp_path / 'missing.json'))
+    (tmp_path / 'list.json').write_text('[1, 2]')
+    with pytest.raises(SystemExit, match='not a benchmark_attention result'):
+        bench.load_result(str(tmp_path / 'list.json'))
+    (tmp_path / 'part.json').write_text('{"ops": []}')
+    with pytest.raises(SystemExit, match=r'\(no date, machine, device, '
+                       r'torch, input, backbones\)'):
+        bench.load_result(str(tmp_path / 'part.json'))
+
+
+def test_too_few_backbone_rounds_is_one_clear_error(capsys):
+    bench = _load_tool()
+    with pytest.raises(SystemExit):
+        bench.parse_args(['--backbone-repeat', '2'])
+    assert '--backbone-repeat 2: the quartiles and the interval need at ' \
+        'least 3 rounds' in capsys.readouterr().err
+    assert bench.parse_args(['--quick']).backbone_repeat == 3
+    assert bench.parse_args([]).backbone_repeat == 30

@@ -4,7 +4,7 @@
         [--repeat 10] [--backbone-repeat 30] [--warmup 2] [--quick]
         [--input 2 3 512 512]
         [--tune-malloc] [--out docs/performance.md]
-        [--plot docs/performance.png]
+        [--plot docs/performance.png] [--load RESULT.json]
 
 Every ratio is measured in one run with the variants interleaved round by
 round (A, B, A, B, ...; median of each), so machine noise hits both sides.
@@ -669,8 +669,11 @@ def plot(result: dict, path: str) -> None:
     ax0.set_xticks(list(xs), labels, rotation=30, ha='right')
     ax0.set_ylabel('time / floor (3 tensor passes)')
     ax0.set_yscale('log')
+    # headroom on the log axis for the legend above the bars
+    tallest = max((r[key] for r in ops for _, key in bars), default=10)
+    ax0.set_ylim(top=tallest * 12)
     ax0.set_title('SA op, ResNet-50 stage shapes')
-    ax0.legend(fontsize=8)
+    ax0.legend(fontsize=7, ncol=2, loc='upper left')
     bb = result['backbones']
     names = [r['model'] for r in bb]
     ys = range(len(bb))
@@ -731,6 +734,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--out', help='write markdown (.md) or JSON (.json); '
                         'other suffixes get both')
     parser.add_argument('--plot', help='bar chart PNG')
+    parser.add_argument('--load', metavar='RESULT.json',
+                        help='render the tables, verdicts and chart of a '
+                        'run saved with --out instead of measuring')
     args = parser.parse_args(argv)
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: no CUDA device is available')
@@ -749,19 +755,43 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
+RESULT_KEYS = ('date', 'machine', 'device', 'torch', 'input', 'ops',
+               'backbones')
+
+
+def load_result(path: str) -> dict:
+    """A run saved by ``--out`` (its JSON), for ``--load``."""
+    try:
+        with open(path) as f:
+            result = json.load(f)
+    except (OSError, ValueError) as err:
+        raise SystemExit(f'--load {path}: cannot read a JSON result ({err});'
+                         ' pass the .json that --out wrote') from None
+    missing = [k for k in RESULT_KEYS
+               if not isinstance(result, dict) or k not in result]
+    if missing:
+        raise SystemExit(f'--load {path}: not a benchmark_attention result '
+                         f'(no {", ".join(missing)}); pass the .json that '
+                         '--out wrote')
+    return result
+
+
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
-    set_output_cache_limit(args.cache_mib)
-    if args.tune_malloc:
-        tune_malloc()
-    result = dict(
-        date=datetime.date.today().isoformat(),
-        machine=machine(args.device, args.cache_mib, args.tune_malloc),
-        device=args.device, torch=torch.__version__,
-        command=' '.join([osp.relpath(sys.argv[0])] + sys.argv[1:]),
-        input=args.input,
-        ops=[] if args.skip_ops else bench_ops(args),
-        backbones=[] if args.skip_backbones else bench_backbones(args))
+    if args.load:
+        result = load_result(args.load)
+    else:
+        set_output_cache_limit(args.cache_mib)
+        if args.tune_malloc:
+            tune_malloc()
+        result = dict(
+            date=datetime.date.today().isoformat(),
+            machine=machine(args.device, args.cache_mib, args.tune_malloc),
+            device=args.device, torch=torch.__version__,
+            command=' '.join([osp.relpath(sys.argv[0])] + sys.argv[1:]),
+            input=args.input,
+            ops=[] if args.skip_ops else bench_ops(args),
+            backbones=[] if args.skip_backbones else bench_backbones(args))
     table = markdown(result)
     print(table)
     if args.out:
