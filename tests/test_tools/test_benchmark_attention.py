@@ -204,6 +204,8 @@ def test_markdown_shows_the_interval_and_the_verdicts():
                                 input=[2, 3, 512, 512], ops=[],
                                 backbones=rows))
     assert '20 rounds; overhead = median' in table
+    # no ops measured (--skip-ops): no op section
+    assert 'Op level' not in table and '| input |' not in table
     assert '| SA-R50 (mmsa) | 2030 | +1.2% [-0.4%, +3.1%] | 0 |' in table
     assert ('| SA-R50 train step <= +5% over R50 | +1.2% (95% CI -0.4% to '
             '+3.1%, 20 rounds) | met |') in table

@@ -523,8 +523,11 @@ def markdown(result: dict) -> str:
                'write, 256 MiB, timed in each shape\'s rounds)' if bws else '')
     lines = [
         f'Machine: {result["machine"]}; torch {result["torch"]}; '
-        f'device {result["device"]}{bw_text}.', '',
-        'Op level (ms, medians over rounds; x floor = median over rounds of '
+        f'device {result["device"]}{bw_text}.'
+    ]
+    # a run with --skip-ops or --skip-backbones shows only what it measured
+    lines += [] if not result['ops'] else [
+        '', 'Op level (ms, medians over rounds; x floor = median over rounds of '
         'time / floor, floor = 3 tensor passes at the copy bandwidth of that '
         'round; new output = allocating and first touching one tensor of the '
         'shape, which every fresh output pays (mmsa\'s come from its output '
@@ -564,7 +567,7 @@ def markdown(result: dict) -> str:
                 'the inference rounds' if bb else '')
     bb_rounds = f'{bb[0]["rounds"]} rounds; ' if bb and 'rounds' in bb[0] \
         else ''
-    lines += [
+    lines += [] if not bb else [
         '', f'Backbone level (ResNet-50, input {tuple(result["input"])}, '
         f'{bb_rounds}overhead = median over rounds of time / plain R50 time '
         'in the same round, with the 95% confidence interval of that median '
