@@ -260,3 +260,21 @@ def test_too_few_backbone_rounds_is_one_clear_error(capsys):
         'least 3 rounds' in capsys.readouterr().err
     assert bench.parse_args(['--quick']).backbone_repeat == 3
     assert bench.parse_args([]).backbone_repeat == 30
+
+
+def test_too_few_rounds_for_95_percent_give_no_met_verdict():
+    bench = _load_tool()
+    # 5 rounds: the whole range holds the median with 94% confidence only
+    row = dict(_backbone_row(0.01, [0.0, 0.02], 0.01, [0.0, 0.02]),
+               rounds=5, train_overhead_ci_coverage=0.9375,
+               infer_overhead_ci_coverage=0.9375, train_ms=1.0,
+               infer_ms=1.0)
+    rows = {t: (m, v) for t, m, v in bench.target_rows(
+        dict(ops=[], backbones=[row]))}
+    assert rows['SA-R50 train step <= +5% over R50'] == (
+        '+1.0% (94% CI +0.0% to +2.0%, 5 rounds)', 'met by the median')
+    table = bench.markdown(dict(machine='m', torch='t', device='cpu',
+                                input=[1, 3, 64, 64], ops=[],
+                                backbones=[row]))
+    assert 'too few for a 95% interval: the brackets hold the median with ' \
+        '94% confidence' in table
