@@ -528,8 +528,8 @@ def markdown(result: dict) -> str:
     # a run with --skip-ops or --skip-backbones shows only what it measured
     lines += [] if not result['ops'] else [
         '', 'Op level (ms, medians over rounds; x floor = median over rounds '
-        'of time / floor, floor = 3 tensor passes at the copy bandwidth of that '
-        'round; new output = allocating and first touching one tensor of the '
+        'of time / floor, floor = 3 tensor passes at the copy bandwidth of '
+        'that round; new output = allocating and first touching one tensor of the '
         'shape, which every fresh output pays (mmsa\'s come from its output '
         'cache unless it is off); peak = '
         'allocated during fwd+bwd, with fresh outputs; steal = share of '
