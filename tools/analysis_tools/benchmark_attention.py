@@ -529,12 +529,11 @@ def markdown(result: dict) -> str:
     lines += [] if not result['ops'] else [
         '', 'Op level (ms, medians over rounds; x floor = median over rounds '
         'of time / floor, floor = 3 tensor passes at the copy bandwidth of '
-        'that round; new output = allocating and first touching one tensor of the '
-        'shape, which every fresh output pays (mmsa\'s come from its output '
-        'cache unless it is off); peak = '
-        'allocated during fwd+bwd, with fresh outputs; steal = share of '
-        'the CPU time the VM\'s host gave to other guests during the '
-        'shape\'s rounds):', '',
+        'that round; new output = allocating and first touching one tensor of '
+        'the shape, which every fresh output pays (mmsa\'s come from its '
+        'output cache unless it is off); peak = allocated during fwd+bwd, '
+        'with fresh outputs; steal = share of the CPU time the VM\'s host '
+        'gave to other guests during the shape\'s rounds):', '',
         '| input | shape (N,C,H,W) | floor | new output | official fwd | '
         'mmsa fwd (x floor) | official fwd+bwd | mmsa fwd+bwd (x floor) | '
         'speed-up fwd / fwd+bwd | peak MiB official / mmsa | steal |',
