@@ -171,8 +171,12 @@ def round_overheads(rounds: Dict[str, List[float]],
     }
 
 
+CONFIDENCE = 0.95  # of the backbone overheads' intervals
+
+
 def median_ci(values: Sequence[float],
-              confidence: float = 0.95) -> Tuple[float, float, float]:
+              confidence: float = CONFIDENCE
+              ) -> Tuple[float, float, float]:
     """(low, high, coverage): the distribution-free confidence interval of
     the median, from order statistics.
 
@@ -453,12 +457,14 @@ def bench_backbones(args) -> List[dict]:
                  infer_steal=steal_share(ticks_mid, cpu_steal_ticks()))
     print(f'[backbone] steal: train rounds {percent(steal["train_steal"])}, '
           f'inference rounds {percent(steal["infer_steal"])}', flush=True)
+    ratios_of = dict(train=round_overheads(t_train, 'R50'),
+                     infer=round_overheads(t_infer, 'R50'))
     rows = []
     for name in models:
         row = dict(model=name, rounds=repeat, **steal)
         for key, times, faults in (('train', t_train, f_train),
                                    ('infer', t_infer, f_infer)):
-            ratios = round_overheads(times, 'R50')[name]
+            ratios = ratios_of[key][name]
             q1, median, q3 = statistics.quantiles(ratios, n=4,
                                                   method='inclusive')
             low, high, coverage = median_ci(ratios)
@@ -567,9 +573,10 @@ def markdown(result: dict) -> str:
     bb_rounds = f'{bb[0]["rounds"]} rounds; ' if bb and 'rounds' in bb[0] \
         else ''
     coverage = bb[0].get('train_overhead_ci_coverage', 1) if bb else 1
-    if coverage < 0.95:
-        bb_rounds += (f'too few for a 95% interval: the brackets hold the '
-                      f'median with {coverage:.0%} confidence; ')
+    if coverage < CONFIDENCE:
+        bb_rounds += (f'too few for a {CONFIDENCE:.0%} interval: the '
+                      f'brackets hold the median with {coverage:.0%} '
+                      'confidence; ')
     lines += [] if not bb else [
         '', f'Backbone level (ResNet-50, input {tuple(result["input"])}, '
         f'{bb_rounds}overhead = median over rounds of time / plain R50 time '
@@ -642,14 +649,17 @@ def target_rows(result: dict) -> List[Tuple[str, str, str]]:
         measured = f'{median:+.1%}'
         ci = sa.get(f'{key}_overhead_ci')
         # too few rounds for a 95% interval: the median's verdict at most
-        coverage = sa.get(f'{key}_overhead_ci_coverage', 0.95)
+        coverage = sa.get(f'{key}_overhead_ci_coverage', CONFIDENCE)
         if ci is None:
             verdict = 'met by the median' if median <= limit else 'missed'
         else:
-            measured += (f' ({min(coverage, 0.95):.0%} CI {ci[0]:+.1%} to '
-                         f'{ci[1]:+.1%}, {sa["rounds"]} rounds)')
-            verdict = ('met' if ci[1] <= limit and coverage >= 0.95 else
-                       'met by the median' if median <= limit else 'missed')
+            measured += (f' ({min(coverage, CONFIDENCE):.0%} CI '
+                         f'{ci[0]:+.1%} to {ci[1]:+.1%}, {sa["rounds"]} '
+                         'rounds)')
+            if ci[1] <= limit and coverage >= CONFIDENCE:
+                verdict = 'met'
+            else:
+                verdict = 'met by the median' if median <= limit else 'missed'
         rows.append((f'SA-R50 {label} <= +{limit:.0%} over R50', measured,
                      verdict))
     return rows
