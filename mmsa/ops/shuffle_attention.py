@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from mmengine.logging import print_log
 
+from ..utils.compat import is_autocast_enabled
+
 try:
     from . import _sa_cpu as _ext
     _EXT_ERROR = ''
@@ -106,7 +108,7 @@ def sa_fused_unsupported(x: torch.Tensor) -> Optional[str]:
                 f'H x W = {x.shape[2]} x {x.shape[3]}')
     if x.dtype in (torch.float32, torch.float64):
         return None
-    if torch.is_autocast_enabled('cpu'):  # sa_fused casts to float32
+    if is_autocast_enabled('cpu'):  # sa_fused casts to float32
         return None
     return f'the fused SA kernel takes float32/float64, got {x.dtype}'
 
