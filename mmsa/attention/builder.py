@@ -1,10 +1,38 @@
-"""Build an attention module from a name or a config dict."""
+"""Build an attention module from a name or a config dict.
+
+Swapping the attention of a config is mmsa's headline feature, so the
+builder accepts the forms a user types on the command line:
+
+- ``attention=ECA`` (``--cfg-options model.backbone.attention=ECA``): the
+  type with its paper defaults;
+- ``"attention=dict(type='ECA')"`` (mmengine's ``DictAction`` passes it
+  as a string) and ``--attention "dict(type='ECA', kernel_size=3)"``: the
+  text of a dict, parsed here;
+- ``attention.type=ECA`` on a config whose attention was, e.g.,
+  ``dict(type='SA', groups=8)``: ``groups`` is an option of another
+  attention, not of ECA; it is dropped with a warning instead of failing
+  the build. An option that no attention takes is still an error (a typo).
+
+A default that does not fit the channels (SA's ``groups=64`` where a stage
+has 32 channels) is lowered to the largest value that fits, with a log
+line; a value written in the config is never changed.
+"""
+import ast
 import inspect
-from typing import Union
+import logging
+import warnings
+from typing import Dict, List, Optional, Set, Tuple, Union
 
 import torch.nn as nn
+from mmengine.logging import print_log
 
 from ..registry import ATTENTIONS
+
+# Options whose default depends on the width the paper used; lowered when
+# it does not fit the channels at hand.
+ADAPTABLE_DEFAULTS = ('groups', 'reduction')
+
+_logged: Set[Tuple] = set()
 
 
 class UnknownAttentionError(KeyError):
@@ -28,26 +56,151 @@ def get_attention_class(type_: Union[str, type]) -> type:
         f'groups=64)')
 
 
-def _check_options(cls: type, name: str, options: dict) -> None:
-    params = inspect.signature(cls.__init__).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return
-    valid = [p for p in params if p not in ('self', 'in_channels')]
-    unknown = [k for k in options if k not in params]
-    if unknown:
+def _parse_dict_string(text: str) -> dict:
+    """``"dict(type='ECA', kernel_size=3)"`` or ``"{'type': 'ECA'}"``."""
+    try:
+        node = ast.parse(text, mode='eval').body
+        if isinstance(node, ast.Dict):
+            value = ast.literal_eval(node)
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+              and node.func.id == 'dict' and not node.args
+              and all(k.arg for k in node.keywords)):
+            value = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+        else:
+            raise ValueError('not a dict')
+    except (SyntaxError, ValueError):
         raise TypeError(
-            f'{name}: unknown option(s) {unknown}; valid options are '
-            f'{valid}')
+            f'attention={text!r} is neither an attention name nor a dict '
+            f"with literal values; write e.g. --attention ECA or "
+            f"--attention \"dict(type='ECA', kernel_size=3)\"") from None
+    if 'type' not in value:
+        raise TypeError(f"attention={text!r} has no 'type'; write e.g. "
+                        f"--attention \"dict(type='ECA', kernel_size=3)\"")
+    return value
 
 
-def build_attention(cfg: Union[str, dict], in_channels: int,
+def parse_attention_cfg(cfg: Union[str, dict, type]) -> dict:
+    """The attention config as a dict with ``type``, from any accepted form.
+
+    Args:
+        cfg (str | dict | type): A registered name (``'ECA'``), the text of a
+            dict (``"dict(type='ECA', kernel_size=3)"``, as
+            ``tools/train.py --attention`` and mmengine's ``--cfg-options``
+            pass it), a dict with ``type``, or a class.
+
+    Returns:
+        dict: A new dict; ``cfg`` is not modified.
+    """
+    if inspect.isclass(cfg):
+        return dict(type=cfg)
+    if isinstance(cfg, str):
+        text = cfg.strip()
+        if text.startswith(('dict(', '{')):
+            return _parse_dict_string(text)
+        return dict(type=text)
+    if not isinstance(cfg, dict) or 'type' not in cfg:
+        raise TypeError(f'attention config must be a name or a dict with a '
+                        f"'type' key, e.g. dict(type='SA'); got {cfg!r}")
+    return dict(cfg)
+
+
+def _parameters(cls: type) -> Dict[str, inspect.Parameter]:
+    params = dict(inspect.signature(cls.__init__).parameters)
+    params.pop('self', None)
+    return params
+
+
+def _owners(option: str, but: type) -> List[str]:
+    """Registered attention types other than ``but`` that take ``option``."""
+    owners = []
+    for name, cls in ATTENTIONS.items():
+        if cls is but:
+            continue
+        try:
+            params = _parameters(cls)
+        except (TypeError, ValueError):  # pragma: no cover - builtins
+            continue
+        if option in params:
+            owners.append(name)
+    return sorted(owners)
+
+
+def _drop_foreign_options(cls: type, name: str, options: dict) -> dict:
+    """Drop options that another attention takes (left over by a swap);
+    raise on options no attention takes (a typo)."""
+    params = _parameters(cls)
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return options
+    unknown = [k for k in options if k not in params]
+    if not unknown:
+        return options
+    valid = [p for p in params if p != 'in_channels']
+    owners = {k: _owners(k, cls) for k in unknown}
+    typos = [k for k in unknown if not owners[k]]
+    if typos:
+        raise TypeError(
+            f'{name}: unknown option(s) {typos}; valid options are {valid}')
+    dropped = ', '.join(f'{k}={options[k]!r} (an option of '
+                        f'{"/".join(owners[k])})' for k in unknown)
+    warnings.warn(
+        f'attention {name} does not take {dropped}; ignored. A config '
+        f'whose attention type was replaced with attention.type={name} '
+        f'keeps the old type\'s options: write attention={name} (or '
+        f'"attention=dict(type=\'{name}\', ...)") to replace the whole '
+        f'attention. {name} takes {valid}.',
+        UserWarning,
+        stacklevel=3)
+    return {k: v for k, v in options.items() if k not in unknown}
+
+
+def _fit_defaults(cls: type, name: str, in_channels: int,
+                  options: dict) -> Optional[nn.Module]:
+    """Build with the largest value below a default that does not fit.
+
+    Returns None when no adaptable default is involved, so the caller
+    raises the module's own error.
+    """
+    params = _parameters(cls)
+    for option in ADAPTABLE_DEFAULTS:
+        param = params.get(option)
+        if (option in options or param is None
+                or not isinstance(param.default, int)):
+            continue
+        for value in range(param.default - 1, 0, -1):
+            try:
+                module = cls(in_channels=in_channels,
+                             **{option: value}, **options)
+            except ValueError:
+                continue
+            key = (name, in_channels, option, value)
+            if key not in _logged:
+                _logged.add(key)
+                print_log(
+                    f'{name} with {in_channels} channels uses '
+                    f'{option}={value}: the default {option}='
+                    f'{param.default} does not fit; set {option} in the '
+                    f'attention config to choose another value',
+                    logger='current', level=logging.INFO)
+            return module
+    return None
+
+
+def build_attention(cfg: Union[str, dict, type],
+                    in_channels: int,
+                    adapt_defaults: bool = True,
                     **overrides) -> nn.Module:
     """Build an attention module for ``in_channels`` channels.
 
     Args:
-        cfg (str | dict): A registered name (``'SA'``) or a dict with
-            ``type`` and the module's options (``dict(type='SA', groups=32)``).
+        cfg (str | dict | type): A registered name (``'SA'``), the text of
+            a dict (``"dict(type='SA', groups=32)"``) or a dict with
+            ``type`` and the module's options (``dict(type='SA',
+            groups=32)``). See the module docstring for how options of
+            another attention type and unfitting defaults are treated.
         in_channels (int): Channels of the tensor the module will gate.
+        adapt_defaults (bool): Lower a default ``groups``/``reduction``
+            that does not fit ``in_channels``. False: raise the module's
+            error instead. Defaults to True.
         **overrides: Options that take precedence over ``cfg``.
 
     Returns:
@@ -56,19 +209,22 @@ def build_attention(cfg: Union[str, dict], in_channels: int,
     Raises:
         UnknownAttentionError: The name is unknown (a ``KeyError``); the
             message lists the available ones.
-        TypeError: An option is not accepted by the module.
+        TypeError: An option is accepted by no attention module.
         ValueError: An option value is invalid for ``in_channels``.
     """
-    if isinstance(cfg, str):
-        cfg = dict(type=cfg)
-    elif not isinstance(cfg, dict) or 'type' not in cfg:
-        raise TypeError(f'attention config must be a name or a dict with a '
-                        f"'type' key, e.g. dict(type='SA'); got {cfg!r}")
-    options = dict(cfg)
+    options = parse_attention_cfg(cfg)
     options.update(overrides)
     type_ = options.pop('type')
     cls = get_attention_class(type_)
+    name = type_ if isinstance(type_, str) else cls.__name__
     options.pop('in_channels', None)
-    _check_options(cls, type_ if isinstance(type_, str) else cls.__name__,
-                   options)
-    return cls(in_channels=in_channels, **options)
+    options = _drop_foreign_options(cls, name, options)
+    try:
+        return cls(in_channels=in_channels, **options)
+    except ValueError:
+        if not adapt_defaults:
+            raise
+        module = _fit_defaults(cls, name, in_channels, options)
+        if module is None:
+            raise
+        return module

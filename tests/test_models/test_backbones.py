@@ -342,6 +342,6 @@ def test_bad_attention_in_backbone_names_the_value():
     with pytest.raises(KeyError, match="Unknown attention type 'SAA'"):
         AttnResNet(depth=50, attention=dict(type='SAA'))
     with pytest.raises(ValueError, match=r'SA\(in_channels=64, groups=64\)'):
-        AttnResNet(depth=18, attention=dict(type='SA'))
+        AttnResNet(depth=18, attention=dict(type='SA', groups=64))
     with pytest.raises(KeyError, match='invalid depth 42'):
         AttnResNet(depth=42)

@@ -9,7 +9,7 @@ from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ...attention.lka import LargeKernelAttention
+from ...attention import build_attention
 from ...registry import MODELS
 
 
@@ -19,17 +19,21 @@ class VANSpatialAttention(nn.Module):
     Guo et al., "Visual Attention Network" (arXiv:2202.09741), Fig. 3; the
     shortcut is inside the unit, as in the official code. ``proj_1`` and
     ``proj_2`` are 1x1 convs ``C -> C``; ``spatial_gating_unit`` is mmsa's
-    :class:`~mmsa.attention.LargeKernelAttention`.
+    :class:`~mmsa.attention.LargeKernelAttention`, or another attention for
+    an ablation (the attribute keeps its name, so the other weights of a
+    VAN checkpoint still load).
 
     Args:
         dim (int): Channels C.
+        attention (str | dict): The gating unit. Defaults to ``'LKA'``.
     """
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int,
+                 attention: Union[str, dict] = 'LKA') -> None:
         super().__init__()
         self.proj_1 = nn.Conv2d(dim, dim, 1)
         self.activation = nn.GELU()
-        self.spatial_gating_unit = LargeKernelAttention(dim)
+        self.spatial_gating_unit = build_attention(attention, dim)
         self.proj_2 = nn.Conv2d(dim, dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -90,6 +94,8 @@ class VANBlock(nn.Module):
         drop_path_rate (float): Stochastic depth rate. Defaults to 0.
         norm_cfg (dict): Config of ``norm1``/``norm2``.
             Defaults to ``dict(type='BN')``.
+        attention (str | dict): The gating unit of the attention branch.
+            Defaults to ``'LKA'``.
     """
 
     def __init__(self,
@@ -97,11 +103,12 @@ class VANBlock(nn.Module):
                  mlp_ratio: float,
                  drop_rate: float = 0.,
                  drop_path_rate: float = 0.,
-                 norm_cfg: Optional[dict] = None) -> None:
+                 norm_cfg: Optional[dict] = None,
+                 attention: Union[str, dict] = 'LKA') -> None:
         super().__init__()
         norm_cfg = norm_cfg or dict(type='BN')
         self.norm1 = build_norm_layer(norm_cfg, dim)[1]
-        self.attn = VANSpatialAttention(dim)
+        self.attn = VANSpatialAttention(dim, attention)
         self.drop_path = (DropPath(drop_path_rate)
                           if drop_path_rate > 0. else nn.Identity())
         self.norm2 = build_norm_layer(norm_cfg, dim)[1]
@@ -200,6 +207,9 @@ class VAN(BaseModule):
         init_cfg (dict, optional): e.g. ``dict(type='Pretrained',
             checkpoint=...)`` for a converted ImageNet checkpoint. Without
             it the official initialisation is used. Defaults to None.
+        attention (str | dict): The gating unit inside every block's
+            attention branch: ``'LKA'`` (VAN), or any mmsa attention for an
+            ablation, e.g. ``'SE'``. Defaults to ``'LKA'``.
     """
 
     arch_settings: Dict[str, Dict[str, Tuple]] = {
@@ -222,7 +232,8 @@ class VAN(BaseModule):
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
                  norm_cfg: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None) -> None:
+                 init_cfg: Optional[dict] = None,
+                 attention: Union[str, dict] = 'LKA') -> None:
         super().__init__(init_cfg=init_cfg)
         settings = self._parse_arch(arch)
         self.embed_dims = settings['embed_dims']
@@ -254,8 +265,8 @@ class VAN(BaseModule):
                 stride=4 if i == 0 else 2,
                 norm_cfg=norm_cfg)
             blocks = nn.ModuleList([
-                VANBlock(dim, ratio, drop_rate, rates[first + j], norm_cfg)
-                for j in range(depth)
+                VANBlock(dim, ratio, drop_rate, rates[first + j], norm_cfg,
+                         attention) for j in range(depth)
             ])
             first += depth
             setattr(self, f'patch_embed{i + 1}', patch_embed)

@@ -93,7 +93,7 @@ class AttnNeck(BaseModule):
     def _build(cfg: AttentionCfg, channels: int, level: int,
                adapt_groups: bool) -> nn.Module:
         try:
-            return build_attention(cfg, channels)
+            return build_attention(cfg, channels, adapt_defaults=adapt_groups)
         except ValueError:
             cfg = dict(type=cfg) if isinstance(cfg, str) else dict(cfg)
             cls = get_attention_class(cfg['type'])
