@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import os.path as osp
+import warnings
 from copy import deepcopy
 
 from mmengine.config import ConfigDict, DictAction
@@ -16,6 +17,13 @@ from mmsa.engine import check_datasets, write_state
 from mmsa.engine.hooks import to_scalar
 from mmsa.engine.cli import (build_runner, is_main_process, load_config,
                              run_cli, set_launcher, set_work_dir)
+from mmsa.engine.model_check import check_model
+
+# mmengine reloads pkg_resources for each mmdet::/mmseg:: base of a config,
+# and setuptools warns of its deprecation on each load: a note for
+# mmengine, repeated a dozen times above the user's own output.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated',
+                        category=UserWarning)
 
 STATE = {}
 
@@ -118,6 +126,7 @@ def main():
     if args.out is not None and scope == 'mmseg':
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
+    check_model(cfg)  # config errors before the runner's dump
     check_datasets(cfg, ['test_dataloader'])
     os.makedirs(osp.abspath(cfg.work_dir), exist_ok=True)
     runner = build_runner(cfg)

@@ -6,6 +6,7 @@ selects the framework.
 import argparse
 import os
 import os.path as osp
+import warnings
 
 from mmengine.config import DictAction
 
@@ -13,6 +14,15 @@ import mmsa  # noqa: F401  (registration; safe checkpoint loading)
 from mmsa.engine import check_datasets, clear_run_state
 from mmsa.engine.cli import (build_runner, load_config, run_cli,
                              set_launcher, set_work_dir)
+from mmsa.engine.model_check import check_model
+from mmsa.engine.smoke import make_smoke
+from mmsa.engine.swap import swap_attention
+
+# mmengine reloads pkg_resources for each mmdet::/mmseg:: base of a config,
+# and setuptools warns of its deprecation on each load: a note for
+# mmengine, repeated a dozen times above the user's own output.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated',
+                        category=UserWarning)
 
 STATE = {}
 
@@ -32,9 +42,18 @@ def parse_args():
         help='resume from CKPT; without CKPT, from the latest checkpoint '
         'in the work dir')
     parser.add_argument(
+        '--attention',
+        help="replace the config's attention (backbone or neck, wherever it "
+        "is) with this type at its paper defaults: ECA, \"dict(type='ECA', "
+        "kernel_size=3)\", or None for the plain model")
+    parser.add_argument(
+        '--smoke', nargs='?', type=int, const=2, metavar='ITERS',
+        help='check a setup: train ITERS iterations (default 2), then '
+        'evaluate the first 8 validation images; the numbers mean nothing')
+    parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override settings, key=value (e.g. '
-        'model.backbone.attention.type=ECA)')
+        'model.backbone.attention=ECA)')
     parser.add_argument(
         '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
         default='none', help='job launcher')
@@ -48,6 +67,13 @@ def parse_args():
 def main():
     args = parse_args()
     cfg = load_config(args.config, args.cfg_options)
+    if args.attention is not None:
+        swap_attention(cfg, args.attention)
+    if args.smoke is not None:
+        make_smoke(cfg, args.smoke)
+        if args.work_dir is None and cfg.get('work_dir') is None:
+            name = osp.splitext(osp.basename(args.config))[0]
+            args.work_dir = osp.join('work_dirs', f'{name}_smoke')
     set_launcher(cfg, args.launcher)
     set_work_dir(cfg, args.work_dir, args.config)
     STATE['work_dir'] = cfg.work_dir
@@ -84,6 +110,7 @@ def main():
         cfg.resume = True
         cfg.load_from = args.resume
 
+    check_model(cfg)  # config errors before the runner's dump
     check_datasets(cfg, ['train_dataloader', 'val_dataloader'])
     cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
         dict(type='RunStateHook')

@@ -47,7 +47,13 @@ class AttentionBlockMixin:
                 p: []
                 for p in POSITIONS
             }
-        module = build_attention(cfg, channels)
+        try:
+            module = build_attention(cfg, channels)
+        except (ValueError, TypeError) as err:
+            # The module's message names its channels; say which block.
+            where = getattr(self, 'attention_path', type(self).__name__)
+            raise type(err)(f'{where}, {position} ({channels} channels): '
+                            f'{err}') from None
         name = attention_name(module, dict(self.named_children()))
         self.add_module(name, module)
         self.attention_names[position].append(name)
@@ -183,6 +189,9 @@ class AttentionResNetMixin:
             raise KeyError(f'{type(self).__name__}: invalid depth {depth}; '
                            f'choose one of {sorted(self.arch_settings)}')
         super().__init__(depth=depth, **kwargs)
+        for layer_name in self.res_layers:
+            for j, block in enumerate(getattr(self, layer_name)):
+                block.attention_path = f'{layer_name}.{j}'
         self._restore_zero_init_residual(kwargs.get('init_cfg'),
                                          kwargs.get('pretrained'))
         self._init_attention(attention, attention_stages, attention_position,
