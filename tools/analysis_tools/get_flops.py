@@ -2,6 +2,8 @@
 
     python tools/analysis_tools/get_flops.py CONFIG [--shape 800 1280]
     python tools/analysis_tools/get_flops.py CONFIG [CONFIG ...] --markdown
+    python tools/analysis_tools/get_flops.py CONFIG [CONFIG ...] \
+        --json docs/complexity.json
     python tools/analysis_tools/get_flops.py --backbone-table [--shape 224]
 
 FLOPs are counted as in mmdet/mmseg's get_flops (mmengine's analyser, one
@@ -9,10 +11,15 @@ multiply-add = one FLOP, element-wise ops not counted), on a random image of
 ``--shape``, CPU, BN instead of SyncBN, no pretrained download.
 ``--backbone-table`` prints the ResNet-50/101 backbones with a 1000-class
 head, the setting of the papers' tables (ResNet-50: 4.12 GFLOPs, 25.56M).
+``--json`` adds each config's numbers to a JSON file (keyed by the config's
+path as given; entries of other configs are kept), the input of
+``tools/misc/update_model_index.py``, which writes the metafiles.
 """
 import argparse
 import copy
+import json
 import os
+import platform
 import sys
 from typing import List, Optional, Sequence
 
@@ -49,6 +56,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         '--shape', type=int, nargs='+', default=None,
         help='input size H [W]; default 800 1280 (detection), 512 512 '
         '(segmentation), 224 (--backbone-table)')
+    parser.add_argument(
+        '--json', metavar='FILE',
+        help='add each config\'s params and FLOPs to FILE (JSON)')
     parser.add_argument('--backbone-table', action='store_true',
                         help='print the classification backbones table')
     parser.add_argument('--depths', type=int, nargs='+', default=[50, 101])
@@ -58,8 +68,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.backbone_table and not args.config:
         parser.error('give a config, or --backbone-table')
-    if len(args.config) > 1 and not args.markdown:
-        parser.error('several configs need --markdown')
+    if len(args.config) > 1 and not (args.markdown or args.json):
+        parser.error('several configs need --markdown or --json')
     return args
 
 
@@ -160,10 +170,51 @@ def backbone_table(depths: Sequence[int], shape=None) -> str:
     return '\n'.join(lines)
 
 
+def _machine() -> str:
+    """The CPU and torch the numbers were counted with (FLOPs and params
+    do not depend on them; recorded so a rerun can be compared)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            names = [line.split(':', 1)[1].strip() for line in f
+                     if line.startswith('model name')]
+        if names:
+            cpu = f'{names[0]} ({len(names)} cores)'
+    except OSError:
+        pass
+    return f'{cpu}; torch {torch.__version__}'
+
+
+def write_json(path: str, configs: Sequence[str], shape, cfg_options
+               ) -> None:
+    """Measure ``configs`` and merge them into the JSON file ``path``,
+    written after each config so an interrupted run keeps its results."""
+    data = dict(configs={})
+    if os.path.isfile(path):
+        with open(path) as f:
+            data = json.load(f)
+    data['command'] = ('python tools/analysis_tools/get_flops.py CONFIG ... '
+                       f'--json {path}')
+    data['machine'] = _machine()
+    for config in configs:
+        r = config_complexity(config, shape, cfg_options)
+        data['configs'][config] = dict(
+            params=int(r['params']), flops=int(r['flops']),
+            shape=list(r['shape']))
+        with open(path, 'w') as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+            f.write('\n')
+        print(f'{config}: {r["params"] / 1e6:.2f} M params, '
+              f'{r["flops"] / 1e9:.1f} GFLOPs', flush=True)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     if args.backbone_table:
         print(backbone_table(args.depths, args.shape))
+        return
+    if args.json:
+        write_json(args.json, args.config, args.shape, args.cfg_options)
         return
     if args.markdown:
         print('| config | params (M) | FLOPs (G) | input |')
