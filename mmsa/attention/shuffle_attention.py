@@ -5,8 +5,8 @@ import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
 
-from ..ops.shuffle_attention import (SA_IMPLS, channel_shuffle,
-                                     shuffle_attention)
+from ..ops.shuffle_attention import (SA_IMPLS, apply_shuffle_attention,
+                                     channel_shuffle)
 from ..registry import register_attention
 from ..utils.compat import is_compiling
 from .base import check_input
@@ -124,9 +124,9 @@ class ShuffleAttention(BaseModule):
         """
         check_input(self, x)
         if is_compiling():  # no attribute writes while dynamo traces
-            return shuffle_attention(*self._args(x), residual=identity,
+            return apply_shuffle_attention(*self._args(x), residual=identity,
                                      impl='reference')[0]
-        out, path = shuffle_attention(*self._args(x), residual=identity,
+        out, path = apply_shuffle_attention(*self._args(x), residual=identity,
                                       impl=self.impl)
         if self.path != path:  # nn.Module's setattr is slow
             self.path = path

@@ -31,7 +31,7 @@ except ImportError as err:  # not built: no compiler, isolated build, ...
 
 __all__ = [
     'channel_shuffle', 'sa_gates', 'sa_reference', 'sa_fused',
-    'sa_fused_if_supported', 'sa_fused_unsupported', 'shuffle_attention',
+    'sa_fused_if_supported', 'sa_fused_unsupported', 'apply_shuffle_attention',
     'SA_IMPLS', 'empty_output_cache', 'output_cache_bytes',
     'set_output_cache_limit'
 ]
@@ -217,7 +217,7 @@ def _like(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def shuffle_attention(x: torch.Tensor,
+def apply_shuffle_attention(x: torch.Tensor,
                       groups: int,
                       cweight: torch.Tensor,
                       cbias: torch.Tensor,

@@ -31,7 +31,9 @@ from .triton_support import nc_p_strides, plan_tiles
 @triton.jit
 def _sa_stats_kernel(X, PMEAN, PM2, C, P, sxn, sxc, sxp, chunk, splits,
                      BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
-    """Mean and sum of squared deviations of each plane's chunk ``pid_s``."""
+    """Mean and sum of squared deviations of chunk ``pid_s`` of each plane,
+    about the plane's first value (its pivot: in float32 a mean of 1e4
+    would otherwise carry an error of 1e-3, which a std of 1 would see)."""
     pid = tl.program_id(0)
     pid_s = tl.program_id(1)
     n_cb = tl.cdiv(C, BLOCK_C)
@@ -40,6 +42,8 @@ def _sa_stats_kernel(X, PMEAN, PM2, C, P, sxn, sxc, sxp, chunk, splits,
     cmask = cs < C
     p_lo = pid_s * chunk
     p_hi = tl.minimum(p_lo + chunk, P)
+    pivot = tl.load(X + n * sxn + cs * sxc, mask=cmask,
+                    other=0.).to(tl.float32)
     base = X + n * sxn + cs[:, None] * sxc
     mean = tl.zeros([BLOCK_C], dtype=tl.float32)
     m2 = tl.zeros([BLOCK_C], dtype=tl.float32)
@@ -49,6 +53,7 @@ def _sa_stats_kernel(X, PMEAN, PM2, C, P, sxn, sxc, sxp, chunk, splits,
         mask = cmask[:, None] & pmask[None, :]
         x = tl.load(base + ps[None, :] * sxp, mask=mask,
                     other=0.).to(tl.float32)
+        x = tl.where(mask, x - pivot[:, None], 0.)
         # Chan's merge of this tile's (count, mean, M2) into the running ones
         seen = (p0 - p_lo).to(tl.float32)
         cnt = tl.minimum(p_hi - p0, BLOCK_P).to(tl.float32)
@@ -68,7 +73,8 @@ def _sa_stats_kernel(X, PMEAN, PM2, C, P, sxn, sxc, sxp, chunk, splits,
 def _plane_coefficients(cs, cmask, C, K, CW, CB, SW, SB, GW, GB, mean, rstd):
     """(a, b, cw) with the gate ``sigmoid(a * (x - mean) + b)`` of each input
     channel ``cs``: channel half a = 0, b = cw * mean + cb; spatial half
-    a = sw * gw * rstd, b = sw * gb + sb (GroupNorm about the mean)."""
+    a = sw * gw * rstd, b = sw * gb + sb (GroupNorm about the mean). The
+    caller takes ``x - mean`` as ``(x - pivot) - shifted mean``."""
     j = cs % (2 * K)
     i = j % K
     spatial = j >= K
@@ -100,8 +106,9 @@ def _merge_stats(PMEAN, PM2, rows, cmask, P, chunk, splits, eps,
 
 
 @triton.jit
-def _sa_forward_kernel(X, R, Y, PMEAN, PM2, MEAN, RSTD, CW, CB, SW, SB, GW,
-                       GB, C, K, P, sxn, sxc, sxp, syn, syc, syp, srn, src,
+def _sa_forward_kernel(X, R, Y, PMEAN, PM2, PIVOT, SMEAN, RSTD, CW, CB, SW,
+                       SB, GW, GB, C, K, P, sxn, sxc, sxp, syn, syc, syp, srn,
+                       src,
                        srp, chunk, splits, eps, HAS_RESIDUAL: tl.constexpr,
                        BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
                        SPLITS_P2: tl.constexpr):
@@ -114,21 +121,24 @@ def _sa_forward_kernel(X, R, Y, PMEAN, PM2, MEAN, RSTD, CW, CB, SW, SB, GW,
     cs = (pid % n_cb) * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = cs < C
     rows = n * C + cs
-    mean, rstd = _merge_stats(PMEAN, PM2, rows, cmask, P, chunk, splits, eps,
-                              SPLITS_P2)
+    smean, rstd = _merge_stats(PMEAN, PM2, rows, cmask, P, chunk, splits,
+                               eps, SPLITS_P2)
+    pivot = tl.load(X + n * sxn + cs * sxc, mask=cmask,
+                    other=0.).to(tl.float32)
     if pid_p == 0:
-        tl.store(MEAN + rows, mean, mask=cmask)
+        tl.store(PIVOT + rows, pivot, mask=cmask)
+        tl.store(SMEAN + rows, smean, mask=cmask)
         tl.store(RSTD + rows, rstd, mask=cmask)
     a, b, _ = _plane_coefficients(cs, cmask, C, K, CW, CB, SW, SB, GW, GB,
-                                  mean, rstd)
+                                  pivot + smean, rstd)
     half = C // 2
     oc = tl.where(cs < half, 2 * cs, 2 * (cs - half) + 1)
     ps = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
     mask = cmask[:, None] & (ps < P)[None, :]
     x = tl.load(X + n * sxn + cs[:, None] * sxc + ps[None, :] * sxp,
                 mask=mask, other=0.).to(tl.float32)
-    z = a[:, None] * (x - mean[:, None]) + b[:, None]
-    y = x * tl.sigmoid(z)
+    xc = (x - pivot[:, None]) - smean[:, None]
+    y = x * tl.sigmoid(a[:, None] * xc + b[:, None])
     if HAS_RESIDUAL:
         r = tl.load(R + n * srn + oc[:, None] * src + ps[None, :] * srp,
                     mask=mask, other=0.).to(tl.float32)
@@ -138,8 +148,9 @@ def _sa_forward_kernel(X, R, Y, PMEAN, PM2, MEAN, RSTD, CW, CB, SW, SB, GW,
 
 
 @triton.jit
-def _sa_backward_sums_kernel(X, Y, GY, MEAN, RSTD, PSD, PSDX, CW, CB, SW, SB,
-                             GW, GB, C, K, P, sxn, sxc, sxp, syn, syc, syp,
+def _sa_backward_sums_kernel(X, Y, GY, PIVOT, SMEAN, RSTD, PSD, PSDX, CW, CB,
+                             SW, SB, GW, GB, C, K, P, sxn, sxc, sxp, syn, syc,
+                             syp,
                              sgn, sgc, sgp, chunk, splits,
                              HAS_RELU: tl.constexpr, BLOCK_C: tl.constexpr,
                              BLOCK_P: tl.constexpr):
@@ -152,10 +163,11 @@ def _sa_backward_sums_kernel(X, Y, GY, MEAN, RSTD, PSD, PSDX, CW, CB, SW, SB,
     cs = (pid % n_cb) * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = cs < C
     rows = n * C + cs
-    mean = tl.load(MEAN + rows, mask=cmask, other=0.)
+    pivot = tl.load(PIVOT + rows, mask=cmask, other=0.)
+    smean = tl.load(SMEAN + rows, mask=cmask, other=0.)
     rstd = tl.load(RSTD + rows, mask=cmask, other=0.)
     a, b, _ = _plane_coefficients(cs, cmask, C, K, CW, CB, SW, SB, GW, GB,
-                                  mean, rstd)
+                                  pivot + smean, rstd)
     half = C // 2
     oc = tl.where(cs < half, 2 * cs, 2 * (cs - half) + 1)
     p_lo = pid_s * chunk
@@ -173,7 +185,7 @@ def _sa_backward_sums_kernel(X, Y, GY, MEAN, RSTD, PSD, PSDX, CW, CB, SW, SB,
             y = tl.load(Y + n * syn + oc[:, None] * syc + ps[None, :] * syp,
                         mask=mask, other=0.)
             g = tl.where(y > 0, g, 0.)
-        xc = x - mean[:, None]
+        xc = (x - pivot[:, None]) - smean[:, None]
         s = tl.sigmoid(a[:, None] * xc + b[:, None])
         d = g * x * s * (1. - s)
         acc_d += d
@@ -184,8 +196,9 @@ def _sa_backward_sums_kernel(X, Y, GY, MEAN, RSTD, PSD, PSDX, CW, CB, SW, SB,
 
 
 @triton.jit
-def _sa_backward_dx_kernel(X, Y, GY, DX, DR, MEAN, RSTD, PSD, PSDX, SD, SDX,
-                           CW, CB, SW, SB, GW, GB, C, K, P, sxn, sxc, sxp,
+def _sa_backward_dx_kernel(X, Y, GY, DX, DR, PIVOT, SMEAN, RSTD, PSD, PSDX,
+                           SD, SDX, CW, CB, SW, SB, GW, GB, C, K, P, sxn, sxc,
+                           sxp,
                            syn, syc, syp, sgn, sgc, sgp, sdn, sdc, sdp, srn,
                            src, srp, splits, HAS_RELU: tl.constexpr,
                            WRITE_DR: tl.constexpr, BLOCK_C: tl.constexpr,
@@ -209,10 +222,11 @@ def _sa_backward_dx_kernel(X, Y, GY, DX, DR, MEAN, RSTD, PSD, PSDX, SD, SDX,
     if pid_p == 0:
         tl.store(SD + rows, sum_d, mask=cmask)
         tl.store(SDX + rows, sum_dx, mask=cmask)
-    mean = tl.load(MEAN + rows, mask=cmask, other=0.)
+    pivot = tl.load(PIVOT + rows, mask=cmask, other=0.)
+    smean = tl.load(SMEAN + rows, mask=cmask, other=0.)
     rstd = tl.load(RSTD + rows, mask=cmask, other=0.)
     a, b, cw = _plane_coefficients(cs, cmask, C, K, CW, CB, SW, SB, GW, GB,
-                                   mean, rstd)
+                                   pivot + smean, rstd)
     spatial = (cs % (2 * K)) >= K
     alpha = tl.where(spatial, -a * rstd * rstd * sum_dx / P, 0.)
     beta = tl.where(spatial, -a * sum_d / P, cw * sum_d / P)
@@ -228,7 +242,7 @@ def _sa_backward_dx_kernel(X, Y, GY, DX, DR, MEAN, RSTD, PSD, PSDX, SD, SDX,
         y = tl.load(Y + n * syn + oc[:, None] * syc + ps[None, :] * syp,
                     mask=mask, other=0.)
         g = tl.where(y > 0, g, 0.)
-    xc = x - mean[:, None]
+    xc = (x - pivot[:, None]) - smean[:, None]
     s = tl.sigmoid(a[:, None] * xc + b[:, None])
     d = g * x * s * (1. - s)
     dx = g * s + a[:, None] * d + alpha[:, None] * xc + beta[:, None]
@@ -240,7 +254,8 @@ def _sa_backward_dx_kernel(X, Y, GY, DX, DR, MEAN, RSTD, PSD, PSDX, SD, SDX,
 
 
 @triton.jit
-def _sa_param_grads_kernel(SD, SDX, MEAN, RSTD, SW, GW, GB, DCW, DCB, DSW,
+def _sa_param_grads_kernel(SD, SDX, PIVOT, SMEAN, RSTD, SW, GW, GB, DCW, DCB,
+                           DSW,
                            DSB, DGW, DGB, K, planes, BLOCK_G: tl.constexpr,
                            BLOCK_K: tl.constexpr):
     """The six (k,) parameter gradients from the per-plane sums, summed
@@ -257,7 +272,9 @@ def _sa_param_grads_kernel(SD, SDX, MEAN, RSTD, SW, GW, GB, DCW, DCB, DSW,
         chan = gs[:, None] * (2 * K) + ks[None, :]  # channel half
         spat = chan + K  # spatial half
         sd = tl.load(SD + chan, mask=mask, other=0.)
-        acc_cw += sd * tl.load(MEAN + chan, mask=mask, other=0.)
+        mean = (tl.load(PIVOT + chan, mask=mask, other=0.) +
+                tl.load(SMEAN + chan, mask=mask, other=0.))
+        acc_cw += sd * mean
         acc_cb += sd
         acc_sd += tl.load(SD + spat, mask=mask, other=0.)
         acc_sx += (tl.load(SDX + spat, mask=mask, other=0.) *
@@ -329,8 +346,7 @@ class SATriton(torch.autograd.Function):
         f32 = dict(device=x.device, dtype=torch.float32)
         part_mean = torch.empty(n * c * plan.splits, **f32)
         part_m2 = torch.empty(n * c * plan.splits, **f32)
-        mean = torch.empty(n * c, **f32)
-        rstd = torch.empty(n * c, **f32)
+        pivot, smean, rstd = (torch.empty(n * c, **f32) for _ in range(3))
         y = torch.empty_like(x)
         sy = nc_p_strides(y)
         if residual is not None:
@@ -342,12 +358,13 @@ class SATriton(torch.autograd.Function):
             BLOCK_C=plan.block_c, BLOCK_P=plan.block_p)
         _sa_forward_kernel[plan.grid_tiles](
             x, x if residual is None else residual, y, part_mean, part_m2,
-            mean, rstd, *params, c, k, p, *sx, *sy, *sr, plan.chunk,
+            pivot, smean, rstd, *params, c, k, p, *sx, *sy, *sr, plan.chunk,
             plan.splits, eps, HAS_RESIDUAL=residual is not None,
             BLOCK_C=plan.block_c, BLOCK_P=plan.block_p,
             SPLITS_P2=plan.splits_p2)
         relu = residual is not None
-        ctx.save_for_backward(x, y if relu else None, mean, rstd, *params)
+        ctx.save_for_backward(x, y if relu else None, pivot, smean, rstd,
+                              *params)
         ctx.meta = (groups, relu, plan)
         ctx.param_dtypes = [t.dtype for t in (cweight, cbias, sweight,
                                               sbias, gn_weight, gn_bias)]
@@ -355,7 +372,7 @@ class SATriton(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_y: torch.Tensor):
-        x, y, mean, rstd, cw, cb, sw, sb, gw, gb = ctx.saved_tensors
+        x, y, pivot, smean, rstd, cw, cb, sw, sb, gw, gb = ctx.saved_tensors
         groups, relu, plan = ctx.meta
         n, c, h, w = x.shape
         p, k = h * w, c // (2 * groups)
@@ -368,7 +385,8 @@ class SATriton(torch.autograd.Function):
         sum_d = torch.empty(n * c, **f32)
         sum_dx = torch.empty(n * c, **f32)
         _sa_backward_sums_kernel[plan.grid_stats](
-            x, x if y is None else y, grad_y, mean, rstd, part_d, part_dx,
+            x, x if y is None else y, grad_y, pivot, smean, rstd, part_d,
+            part_dx,
             cw, cb, sw, sb, gw, gb, c, k, p, *sx, *sy, *sg, plan.chunk,
             plan.splits, HAS_RELU=relu, BLOCK_C=plan.block_c,
             BLOCK_P=plan.block_p)
@@ -377,7 +395,7 @@ class SATriton(torch.autograd.Function):
         dr = torch.empty_like(y) if write_dr else None
         _sa_backward_dx_kernel[plan.grid_tiles](
             x, x if y is None else y, grad_y, dx, dx if dr is None else dr,
-            mean, rstd, part_d, part_dx, sum_d, sum_dx, cw, cb, sw, sb, gw,
+            pivot, smean, rstd, part_d, part_dx, sum_d, sum_dx, cw, cb, sw, sb, gw,
             gb, c, k, p, *sx, *sy, *sg, *nc_p_strides(dx),
             *(nc_p_strides(dr) if dr is not None else (0, 0, 0)),
             plan.splits, HAS_RELU=relu, WRITE_DR=write_dr,
@@ -386,7 +404,7 @@ class SATriton(torch.autograd.Function):
         grads = [torch.empty(k, **f32) for _ in range(6)]
         block_k = triton.next_power_of_2(k)
         _sa_param_grads_kernel[(1, )](
-            sum_d, sum_dx, mean, rstd, sw, gw, gb, *grads, k, n * groups,
+            sum_d, sum_dx, pivot, smean, rstd, sw, gw, gb, *grads, k, n * groups,
             BLOCK_G=max(1, min(triton.next_power_of_2(n * groups),
                                2048 // block_k)),
             BLOCK_K=block_k)
