@@ -33,9 +33,10 @@ taken per round, ``variant / plain R50 - 1`` in the same round.
   (read + write counted): 3 forward (read x for the statistics, read x again
   and write y), 8 forward+backward (those 3; backward reads x and dy for the
   per-plane sums, reads both again and writes dx).
-* Compiling: each compiled variant's first call is timed and printed; once
-  the run has compiled for ``--compile-budget`` seconds, later sections run
-  without compiled variants and the report says which.
+* First calls are timed apart and printed for compiled variants (their
+  compile); once the run has compiled for ``--compile-budget`` seconds,
+  later sections leave compiled variants out. A variant whose first call
+  fails is left out with its traceback printed. The report lists both.
 * Targets (issue 21), a verdict each from the medians at every input and
   precision: SA-R50 train step <= +10%, inference <= +5%, train peak memory
   <= +15% over R50; SE and ECA train step <= +10%; SGE and CBAM train
@@ -55,6 +56,7 @@ import platform
 import statistics
 import sys
 import time
+import traceback
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -276,15 +278,9 @@ def make_timer(device: str) -> Callable[[Callable[[], object]], float]:
 
 
 def interleaved(fns: Dict[str, Callable[[], object]], timer: Callable,
-                rounds: int, warmup: int
-                ) -> Tuple[Dict[str, List[float]], Dict[str, float]]:
-    """(seconds per round of each fn, seconds of each fn's first call).
-
-    The first calls (compiles, cuDNN's autotuning, Triton's JIT) are timed
-    apart, then ``warmup`` untimed rounds run; timed round ``r`` starts at
-    the ``r``-th fn, so that no fn always runs first.
-    """
-    first = {k: timer(fn) for k, fn in fns.items()}
+                rounds: int, warmup: int) -> Dict[str, List[float]]:
+    """Seconds per round of each fn, after ``warmup`` untimed rounds; round
+    ``r`` starts at the ``r``-th fn, so that no fn always runs first."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -293,7 +289,7 @@ def interleaved(fns: Dict[str, Callable[[], object]], timer: Callable,
     for r in range(rounds):
         for k in names[r % len(names):] + names[:r % len(names)]:
             times[k].append(timer(fns[k]))
-    return times, first
+    return times
 
 
 def quartiles(values: Sequence[float]) -> List[float]:
@@ -326,28 +322,47 @@ def peak_bytes(fn: Callable[[], object], device: str) -> Optional[int]:
     return torch.cuda.max_memory_allocated() - base
 
 
-class CompileBudget:
-    """Seconds spent compiling; compiled variants are left out once over."""
+class FirstCalls:
+    """Times the first calls (compiles, cuDNN's autotuning, Triton's JIT)
+    apart from the rounds, and keeps a run going past a variant that fails.
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds, self.spent, self.skipped = seconds, 0.0, []
+    A compiled variant ('... compile') is left out once the run has spent
+    ``budget`` seconds in first calls of compiled variants; a variant whose
+    first call raises is left out with its traceback printed, except
+    ``'R50'``, the base of every overhead.
+    """
 
-    def filter(self, fns: Dict[str, Callable],
-               where: str) -> Dict[str, Callable]:
-        dropped = [k for k in fns if k.endswith('compile')]
-        if self.spent < self.seconds or not dropped:
-            return fns
-        self.skipped.append(f'{where}: {", ".join(dropped)}')
-        print(f'[compile] budget of {self.seconds:.0f} s spent: {where} '
-              f'without {", ".join(dropped)}', flush=True)
-        return {k: f for k, f in fns.items() if k not in dropped}
+    def __init__(self, budget: float) -> None:
+        self.budget, self.compiling = budget, 0.0
+        self.left_out: List[str] = []
 
-    def charge(self, first: Dict[str, float], where: str) -> None:
-        for k, seconds in first.items():
-            if k.endswith('compile'):
-                self.spent += seconds
-                print(f'[compile] {where} {k}: first call {seconds:.1f} s '
-                      f'(total {self.spent:.0f} s)', flush=True)
+    def __call__(self, fns: Dict[str, Callable], timer: Callable, where: str
+                 ) -> Tuple[Dict[str, Callable], Dict[str, float]]:
+        """(the fns kept, seconds of their first calls)."""
+        first = {}
+        for k, fn in fns.items():
+            compiled = k.endswith('compile')
+            if compiled and self.compiling >= self.budget:
+                self.leave_out(where, k, 'compile budget spent')
+                continue
+            try:
+                first[k] = timer(fn)
+            except Exception as err:  # noqa: B902 - reported, run goes on
+                if k == 'R50':
+                    raise
+                traceback.print_exc(file=sys.stdout)
+                self.leave_out(where, k, f'{type(err).__name__}: {err}')
+                continue
+            if compiled:
+                self.compiling += first[k]
+                print(f'[compile] {where} {k}: {first[k]:.1f} s (total '
+                      f'{self.compiling:.0f} s)', flush=True)
+        return {k: fns[k] for k in first}, first
+
+    def leave_out(self, where: str, name: str, why: str) -> None:
+        why = why.splitlines()[0][:160] if why else 'no message'
+        self.left_out.append(f'{where} {name} ({why})')
+        print(f'[left out] {where} {name}: {why}', flush=True)
 
 
 # The benchmarks.
@@ -377,7 +392,7 @@ def make_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
     return run
 
 
-def bench_backbones(args, timer, budget: CompileBudget) -> List[dict]:
+def bench_backbones(args, timer, first_calls: FirstCalls) -> List[dict]:
     models = build_models(args.attentions, args.compile, args.compile_backend,
                           args.device)
     optims = {
@@ -393,13 +408,12 @@ def bench_backbones(args, timer, budget: CompileBudget) -> List[dict]:
             times, first, peaks = {}, {}, {}
             for mode in ('train', 'infer'):
                 train = mode == 'train'
-                fns = budget.filter({
+                fns, first[mode] = first_calls({
                     k: make_step(m, optims[k], x, precision, train)
                     for k, m in models.items()
-                }, f'{where} {mode}')
-                times[mode], first[mode] = interleaved(
-                    fns, timer, args.rounds, args.warmup)
-                budget.charge(first[mode], f'{where} {mode}')
+                }, timer, f'{where} {mode}')
+                times[mode] = interleaved(fns, timer, args.rounds,
+                                          args.warmup)
                 if train:
                     peaks = {k: peak_bytes(f, args.device)
                              for k, f in fns.items()}
@@ -426,11 +440,11 @@ def copy_bandwidth(numel: int, device: str, timer, rounds: int) -> float:
     """Bytes per second of ``dst.copy_(src)``, read + write counted."""
     src = torch.randn(numel, device=device)
     dst = torch.empty_like(src)
-    times, _ = interleaved({'copy': lambda: dst.copy_(src)}, timer, rounds, 1)
+    times = interleaved({'copy': lambda: dst.copy_(src)}, timer, rounds, 1)
     return 2 * numel * 4 / quartiles(times['copy'])[1]
 
 
-def bench_ops(args, timer, budget: CompileBudget) -> Tuple[float, List]:
+def bench_ops(args, timer, first_calls: FirstCalls) -> Tuple[float, List]:
     numel = 2**22 if args.quick else 2**26  # 16 or 256 MiB of float32
     bandwidth = copy_bandwidth(numel, args.device, timer, args.rounds)
     print(f'[op] copy bandwidth {bandwidth / 1e9:.0f} GB/s', flush=True)
@@ -442,7 +456,8 @@ def bench_ops(args, timer, budget: CompileBudget) -> Tuple[float, List]:
             shape = (n, channels, h // stride, w // stride)
             sa = randomize_(ShuffleAttention(channels, groups=64), channels)
             sa = sa.to(args.device)
-            params = list(sa.parameters())
+            params = [sa.cweight, sa.cbias, sa.sweight, sa.sbias,
+                      sa.gn.weight, sa.gn.bias]  # sa_reference's order
             x = torch.randn(shape, device=args.device)
             xg, dy = x.clone().requires_grad_(), torch.randn_like(x)
             ops = {
@@ -463,19 +478,18 @@ def bench_ops(args, timer, budget: CompileBudget) -> Tuple[float, List]:
                         for k, f in ops.items()
                     }
                 where = f'op {name} {tuple(shape)} {mode}'
-                fns = budget.filter(fns, where)
                 with torch.set_grad_enabled(mode == 'fb'):
-                    times, first = interleaved(fns, timer, args.rounds,
-                                               args.warmup)
-                budget.charge(first, where)
+                    fns, _ = first_calls(fns, timer, where)
+                    times = interleaved(fns, timer, args.rounds, args.warmup)
                 row[f'floor_{mode}_ms'] = (passes * x.numel() * 4 /
                                            bandwidth * 1e3)
                 for k, v in times.items():
                     row[f'{k}_{mode}_ms'] = [t * 1e3 for t in quartiles(v)]
             rows.append(row)
-            print(f'[op] {name} {tuple(shape)}: fwd+bwd mmsa '
-                  f'{row["mmsa_fb_ms"][1]:.3f} ms, floor '
-                  f'{row["floor_fb_ms"]:.3f} ms', flush=True)
+            fb = ', '.join(f'{k} {row[f"{k}_fb_ms"][1]:.3f}' for k in ops
+                           if f'{k}_fb_ms' in row)
+            print(f'[op] {name} {tuple(shape)}: fwd+bwd ms {fb}, floor '
+                  f'{row["floor_fb_ms"]:.3f}', flush=True)
     return bandwidth, rows
 
 
@@ -523,6 +537,8 @@ def target_rows(result: dict) -> List[Tuple[str, str, str]]:
                   lambda v: f'x{v:.2f}', lambda v: v <= 1)
     ops = result['ops']
     for r in [r for r in ops if r['input'] == 'det'][:1]:  # C=256
+        if 'mmsa_fb_ms' not in r:
+            continue
         judge(f'SA op fwd+bwd <= 2.5x floor at {tuple(r["shape"])}',
               [(r['input'], r['mmsa_fb_ms'][1] / r['floor_fb_ms'])],
               lambda v: f'{v:.2f}x', lambda v: v <= 2.5)
@@ -531,8 +547,8 @@ def target_rows(result: dict) -> List[Tuple[str, str, str]]:
               [(f'{r["input"]} C={r["shape"][1]} {mode}',
                 r[f'mmsa_{mode}_ms'][1] / r[f'{other}_{mode}_ms'][1])
                for r in ops for mode in FLOOR_PASSES
-               if f'{other}_{mode}_ms' in r], lambda v: f'x{v:.2f}',
-              lambda v: v <= 1)
+               if f'{other}_{mode}_ms' in r and f'mmsa_{mode}_ms' in r],
+              lambda v: f'x{v:.2f}', lambda v: v <= 1)
     return rows
 
 
@@ -591,9 +607,8 @@ def markdown(result: dict) -> str:
                 for r in result['backbones'] if 'compile_s' in r]
     if compiles:
         lines += ['', f'Compile time (first calls): {", ".join(compiles)}.']
-    if result['compile_skipped']:
-        lines += ['', 'Left out, the compile budget spent: ' +
-                  '; '.join(result['compile_skipped']) + '.']
+    if result['left_out']:
+        lines += ['', f'Left out: {"; ".join(result["left_out"])}.']
     targets = target_rows(result)
     if targets:
         lines += ['', 'Targets (issue 21), by the medians:', '',
@@ -650,7 +665,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 RESULT_KEYS = ('date', 'machine', 'device', 'torch', 'rounds', 'ops',
-               'backbones', 'compile_skipped')
+               'backbones', 'left_out')
 
 
 def load_result(path: str) -> dict:
@@ -677,14 +692,14 @@ def measure(args: argparse.Namespace) -> dict:
         if hasattr(torch._dynamo.config, name):  # a graph per shape & mode
             setattr(torch._dynamo.config, name, 64)
     timer = make_timer(args.device)
-    budget = CompileBudget(args.compile_budget)
+    first_calls = FirstCalls(args.compile_budget)
     t0 = time.perf_counter()
     bandwidth, ops = (None, []) if args.skip_ops else bench_ops(
-        args, timer, budget)
+        args, timer, first_calls)
     backbones = [] if args.skip_backbones else bench_backbones(
-        args, timer, budget)
+        args, timer, first_calls)
     print(f'[done] {time.perf_counter() - t0:.0f} s, of which compiling '
-          f'{budget.spent:.0f} s', flush=True)
+          f'{first_calls.compiling:.0f} s', flush=True)
     return {
         'date': datetime.datetime.now().isoformat(timespec='minutes'),
         'machine': machine(args.device),
@@ -695,7 +710,7 @@ def measure(args: argparse.Namespace) -> dict:
         'bandwidth_gbs': bandwidth and bandwidth / 1e9,
         'ops': ops,
         'backbones': backbones,
-        'compile_skipped': budget.skipped
+        'left_out': first_calls.left_out
     }
 
 
