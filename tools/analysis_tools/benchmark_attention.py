@@ -509,9 +509,15 @@ def target_rows(result: dict) -> List[Tuple[str, str, str]]:
                 for (i, p, m), r in bb.items()
                 if m == model and (v := r.get(key)) is not None]
 
-    def judge(target, found, fmt, ok):
+    def judge(target, found, fmt, ok):  # more than 4 values: the range
+        if len(found) > 4:
+            ranked = sorted(found, key=lambda f: f[1])
+            measured = (f'{fmt(ranked[0][1])} to {fmt(ranked[-1][1])} '
+                        f'(highest: {ranked[-1][0]})')
+        else:
+            measured = ', '.join(f'{w} {fmt(v)}' for w, v in found)
         if found:
-            rows.append((target, ', '.join(f'{w} {fmt(v)}' for w, v in found),
+            rows.append((target, measured,
                          'met' if all(ok(v) for _, v in found) else 'missed'))
 
     for name, key, label, bound in LIMITS:
