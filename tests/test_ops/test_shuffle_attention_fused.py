@@ -11,6 +11,7 @@ import pytest
 import torch
 from testing_utils import assert_close, randomize_
 
+import mmsa.ops.dispatch as dispatch
 import mmsa.ops.shuffle_attention as sa_ops
 from mmsa.attention import ShuffleAttention
 from mmsa.ops import sa_fused, sa_fused_unsupported, sa_reference
@@ -476,8 +477,8 @@ def test_unavailable_kernel_falls_back_with_one_log_line():
     sa = randomize_(ShuffleAttention(64, groups=8, impl='fused'))
     x = torch.randn(2, 64, 5, 3)
     with mock.patch.object(sa_ops, '_ext', None), \
-            mock.patch.object(sa_ops, '_LOGGED', set()), \
-            mock.patch.object(sa_ops, 'print_log') as log:
+            mock.patch.object(dispatch, '_LOGGED', set()), \
+            mock.patch.object(dispatch, 'print_log') as log:
         assert 'not built' in sa_fused_unsupported(x)
         out = sa(x)
         sa(x)
@@ -520,16 +521,11 @@ def test_fused_if_supported_declines_exactly_what_is_unsupported(
 
 
 @needs_kernel
-def test_empty_planes_fall_back_to_the_reference_and_the_kernel_refuses_them():
+def test_empty_planes_are_one_clear_error_and_the_kernel_refuses_them():
     sa = randomize_(ShuffleAttention(64, groups=8))
     x = torch.randn(1, 64, 0, 4, requires_grad=True)
-    with mock.patch.object(sa_ops, '_LOGGED', set()), \
-            mock.patch.object(sa_ops, 'print_log') as log:
-        out = sa(x)
-    assert sa.path == 'reference' and out.shape == x.shape
-    assert 'H x W = 0 x 4' in log.call_args[0][0]
-    out.sum().backward()
-    assert x.grad.shape == x.shape
+    with pytest.raises(ValueError, match=r'H x W = 0 x 4.*too small'):
+        sa(x)
     params = [p.detach() for p in sa.parameters()]
     with pytest.raises(RuntimeError, match='H x W = 0 x 4'):
         sa_ops._ext.forward(x.detach(), params, 8, 1e-5)
@@ -537,7 +533,7 @@ def test_empty_planes_fall_back_to_the_reference_and_the_kernel_refuses_them():
 
 def test_sa_rejects_unknown_impl():
     with pytest.raises(ValueError, match=r"impl must be one of \('auto'"):
-        ShuffleAttention(64, groups=8, impl='triton')
+        ShuffleAttention(64, groups=8, impl='cuda')
 
 
 @needs_kernel
