@@ -226,6 +226,31 @@ def test_sa_op_run_times_every_stage_against_its_floor():
     assert result['left_out'] == []
 
 
+def test_markdown_of_a_cuda_run_shows_peaks_compile_times_and_left_outs():
+    bench = _load_tool()
+    rows = [_row('R50', 0, 0, 0), _row('SA mmsa', 0.04, 0.02, 0.1),
+            dict(_row('SA compile', 0.06, 0.0, 0.12), compile_s=61.4)]
+    del rows[2]['infer_ms'], rows[2]['infer_overhead']
+    result = dict(machine='NVIDIA H200', torch='2.11', device='cuda',
+                  date='2026-12-04T22:00', rounds=15, ops=[],
+                  backbones=rows, left_out=[
+                      'det fp32 infer SA compile (compile budget spent)'])
+    table = bench.markdown(result)
+    assert 'input (2, 3, 800, 1344), fp32;' in table
+    assert '| model | train ms | overhead | inference ms | overhead | ' \
+        'peak MB | overhead |' in table
+    assert '| SA mmsa | 104.0 | +4.0% [+3.0%, +5.0%] | 51.0 | ' \
+        '+2.0% [+2.0%, +2.0%] | 1100 | +10.0% |' in table
+    # measured in train only: no inference cells
+    assert '| SA compile | 106.0 | +6.0% [+5.0%, +7.0%] | - | - | 1120 | ' \
+        '+12.0% |' in table
+    assert 'Compile time (first calls): det fp32 SA compile 61 s.' in table
+    assert 'Left out: det fp32 infer SA compile (compile budget spent).' \
+        in table
+    assert '| SA-R50 train peak memory <= +15% over R50 | det fp32 +10.0% ' \
+        '| met |' in table
+
+
 def test_load_of_something_else_is_one_clear_error(tmp_path):
     bench = _load_tool()
     with pytest.raises(SystemExit, match='cannot read a JSON result'):
