@@ -251,6 +251,15 @@ def test_markdown_of_a_cuda_run_shows_peaks_compile_times_and_left_outs():
         '| met |' in table
 
 
+def test_defaults_follow_the_device_and_input_replaces_the_shapes():
+    bench = _load_tool()
+    args = bench.parse_args([])
+    assert args.inputs == {'det': (2, 3, 800, 1344), 'seg': (8, 3, 512, 512)}
+    assert (args.precisions, args.compile, args.rounds) == (['fp32'], [], 15)
+    args = bench.parse_args(['--quick', '--input', '2', '3', '96', '64'])
+    assert args.inputs == {'input': (2, 3, 96, 64)} and args.rounds == 2
+
+
 def test_load_of_something_else_is_one_clear_error(tmp_path):
     bench = _load_tool()
     with pytest.raises(SystemExit, match='cannot read a JSON result'):

@@ -1,10 +1,11 @@
 """Side-by-side cost of mmsa's attentions in a ResNet-50 and of the SA op.
 
     python tools/analysis_tools/benchmark_attention.py --device cuda
-        [--quick] [--rounds 15] [--warmup 3] [--shapes det seg]
-        [--precisions fp32 amp] [--attentions SA SE ECA SGE CBAM]
-        [--compile SA] [--compile-budget 200] [--skip-ops]
-        [--skip-backbones] [--out FILE] [--load FILE.json]
+        [--quick] [--rounds 15] [--warmup 3]
+        [--shapes det seg | --input N C H W] [--precisions fp32 amp]
+        [--attentions SA SE ECA SGE CBAM] [--compile SA]
+        [--compile-budget 200] [--skip-ops] [--skip-backbones]
+        [--out FILE] [--load FILE.json]
 
 Every comparison is measured in one run with the variants interleaved round
 by round (the first variant rotates), so a slow spell hits all of them. A
@@ -639,6 +640,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     add('--rounds', type=int, default=15, help='timed rounds')
     add('--warmup', type=int, default=3, help='untimed rounds before')
     add('--shapes', nargs='+', choices=list(INPUTS), default=list(INPUTS))
+    add('--input', type=int, nargs=4, metavar=('N', 'C', 'H', 'W'),
+        help="one other input instead (named 'input'), e.g. 2 3 512 512")
     add('--precisions', nargs='+', choices=['fp32', 'amp'],
         help='default: fp32 and amp on cuda, fp32 on cpu')
     add('--attentions', nargs='*', choices=ATTENTIONS, default=ATTENTIONS)
@@ -667,6 +670,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         args.compile = ['SA'] if cuda else []
     inputs = QUICK_INPUTS if args.quick else INPUTS
     args.inputs = {k: inputs[k] for k in args.shapes}
+    if args.input:
+        args.inputs = {'input': tuple(args.input)}
     return args
 
 
