@@ -244,6 +244,11 @@ def test_markdown_of_a_cuda_run_shows_peaks_compile_times_and_left_outs():
     # measured in train only: no inference cells
     assert '| SA compile | 106.0 | +6.0% [+5.0%, +7.0%] | - | - | 1120 | ' \
         '+12.0% |' in table
+    # the form: train and inference overheads, peak memory
+    assert '| variant | train det fp32 | inference det fp32 | peak det ' \
+        'fp32 |' in table
+    assert '| SA mmsa | +4% | +2% | 1.10 GB (+10%) |' in table
+    assert '| SA compile | +6% | - | 1.12 GB (+12%) |' in table
     assert 'Compile time (first calls): det fp32 SA compile 61 s.' in table
     assert 'Left out: det fp32 infer SA compile (compile budget spent).' \
         in table

@@ -361,7 +361,7 @@ class FirstCalls:
         return {k: fns[k] for k in first}, first
 
     def leave_out(self, where: str, name: str, why: str) -> None:
-        why = why.splitlines()[0][:160] if why else 'no message'
+        why = why.splitlines()[0][:160]
         self.left_out.append(f'{where} {name} ({why})')
         print(f'[left out] {where} {name}: {why}', flush=True)
 
@@ -609,6 +609,7 @@ def markdown(result: dict) -> str:
             if peak:
                 cells += [f'{r["peak_mb"]:.0f}', f'{r["peak_overhead"]:+.1%}']
             lines.append('| ' + ' | '.join(cells) + ' |')
+    lines += summary(result['backbones'])
     compiles = [f'{r["input"]} {r["precision"]} {r["model"]} '
                 f'{r["compile_s"]:.0f} s'
                 for r in result['backbones'] if 'compile_s' in r]
@@ -622,6 +623,34 @@ def markdown(result: dict) -> str:
                   '| target | measured | verdict |', '|---|---|---|']
         lines += [f'| {t} | {m} | {v} |' for t, m, v in targets]
     return '\n'.join(lines) + '\n'
+
+
+def summary(backbones: List[dict]) -> List[str]:
+    """Markdown lines of one table in the issue's form: per variant, the
+    median overheads over R50 of the train step and the inference at each
+    input and precision, and the train peak memory at the first."""
+    combos = list(dict.fromkeys((r['input'], r['precision'])
+                                for r in backbones))
+    models = list(dict.fromkeys(r['model'] for r in backbones))[1:]
+    if not models:
+        return []
+    bb = {(r['input'], r['precision'], r['model']): r for r in backbones}
+    heads = [f'{mode} {i} {p}' for mode in ('train', 'inference')
+             for i, p in combos]
+    lines = ['', 'Summary, median overheads over R50:', '',
+             f'| variant | {" | ".join(heads)} | peak {" ".join(combos[0])} |',
+             '|---' * (len(heads) + 2) + '|']
+    for m in models:
+        cells = [m]
+        for key in ('train_overhead', 'infer_overhead'):
+            for i, p in combos:
+                value = bb.get((i, p, m), {}).get(key)
+                cells.append('-' if value is None else f'{value[1]:+.0%}')
+        r = bb.get(combos[0] + (m, ), {})
+        cells.append(f'{r["peak_mb"] / 1e3:.2f} GB ({r["peak_overhead"]:+.0%})'
+                     if 'peak_mb' in r else '-')
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return lines
 
 
 def machine(device: str) -> str:
@@ -699,9 +728,11 @@ def load_result(path: str) -> dict:
 def measure(args: argparse.Namespace) -> dict:
     if args.device == 'cuda':
         torch.backends.cudnn.benchmark = True
-    for name in ('recompile_limit', 'cache_size_limit'):
-        if hasattr(torch._dynamo.config, name):  # a graph per shape & mode
-            setattr(torch._dynamo.config, name, 64)
+    if args.compile:  # a graph per input, precision and mode
+        from torch import _dynamo
+        for name in ('recompile_limit', 'cache_size_limit'):
+            if hasattr(_dynamo.config, name):
+                setattr(_dynamo.config, name, 64)
     timer = make_timer(args.device)
     first_calls = FirstCalls(args.compile_budget)
     t0 = time.perf_counter()
