@@ -379,10 +379,10 @@ def autocast(device: str, precision: str):
 def make_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
               precision: str, train: bool) -> Callable[[], None]:
     """A train step (forward, backward, SGD step, gradients freed as
-    mmengine's optimizer wrapper does) or an inference call."""
+    mmengine's optimizer wrapper does) or an inference call; the caller sets
+    the model's mode (outside the timed call)."""
 
     def run():
-        model.train(train)
         with torch.set_grad_enabled(train), autocast(x.device.type, precision):
             outs = model(x)
         if train:
@@ -409,6 +409,8 @@ def bench_backbones(args, timer, first_calls: FirstCalls) -> List[dict]:
             times, first, peaks = {}, {}, {}
             for mode in ('train', 'infer'):
                 train = mode == 'train'
+                for m in models.values():
+                    m.train(train)
                 fns, first[mode] = first_calls({
                     k: make_step(m, optims[k], x, precision, train)
                     for k, m in models.items()
