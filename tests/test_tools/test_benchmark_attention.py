@@ -207,12 +207,19 @@ def test_quick_cpu_run_writes_markdown_and_json_that_load_renders(tmp_path):
     assert bench.markdown(saved) == table
 
 
-def test_sa_op_run_times_every_stage_against_its_floor():
+def test_sa_op_run_times_every_stage_against_its_floor(tmp_path):
     bench = _load_tool()
+    saved = []
+    write = bench.write
+    bench.write = lambda result, out: saved.append(len(result['ops'])) or \
+        write(result, out)
     # aot_eager: dynamo and autograd as under inductor, no code generation
     result = bench.main(['--quick', '--shapes', 'seg', '--rounds', '1',
                          '--warmup', '0', '--skip-backbones', '--compile',
-                         'SA', '--compile-backend', 'aot_eager'])
+                         'SA', '--compile-backend', 'aot_eager', '--out',
+                         str(tmp_path / 'op')])
+    # saved after each shape (a run cut short keeps its rows), then at the end
+    assert saved == [1, 2, 3, 4, 4]
     assert [r['shape'] for r in result['ops']] == [
         [1, 256, 16, 16], [1, 512, 8, 8], [1, 1024, 4, 4], [1, 2048, 2, 2]]
     for r in result['ops']:

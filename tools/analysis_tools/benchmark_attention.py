@@ -393,14 +393,16 @@ def make_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
     return run
 
 
-def bench_backbones(args, timer, first_calls: FirstCalls) -> List[dict]:
+def bench_backbones(args, timer, first_calls: FirstCalls, rows: List[dict],
+                    save: Callable[[], None]) -> None:
+    """Appends a row per model to ``rows``, saving after each input and
+    precision."""
     models = build_models(args.attentions, args.compile, args.compile_backend,
                           args.device)
     optims = {
         k: torch.optim.SGD(m.parameters(), lr=1e-4, momentum=0.9)
         for k, m in models.items()
     }
-    rows = []
     for shape, size in args.inputs.items():
         x = torch.randn(size, device=args.device)
         for precision in args.precisions:
@@ -435,8 +437,10 @@ def bench_backbones(args, timer, first_calls: FirstCalls) -> List[dict]:
                     row['compile_s'] = sum(f.get(k, 0) for f in first.values())
                 rows.append(row)
                 print(f'[backbone] {where} {k}: train {row["train_ms"]:.1f} '
-                      f'ms ({row["train_overhead"][1]:+.1%})', flush=True)
-    return rows
+                      f'ms ({row["train_overhead"][1]:+.1%}), inference '
+                      f'{row.get("infer_overhead", [0, 0])[1]:+.1%}, peak '
+                      f'{row.get("peak_overhead", 0):+.1%}', flush=True)
+            save()
 
 
 def copy_bandwidth(numel: int, device: str, timer, rounds: int) -> float:
@@ -447,13 +451,16 @@ def copy_bandwidth(numel: int, device: str, timer, rounds: int) -> float:
     return 2 * numel * 4 / quartiles(times['copy'])[1]
 
 
-def bench_ops(args, timer, first_calls: FirstCalls) -> Tuple[float, List]:
+def bench_ops(args, timer, first_calls: FirstCalls, result: dict,
+              save: Callable[[], None]) -> None:
+    """Sets ``result['bandwidth_gbs']`` and appends a row per shape to
+    ``result['ops']``, saving after each."""
     numel = 2**22 if args.quick else 2**26  # 16 or 256 MiB of float32
     bandwidth = copy_bandwidth(numel, args.device, timer, args.rounds)
+    result['bandwidth_gbs'] = bandwidth / 1e9
     print(f'[op] copy bandwidth {bandwidth / 1e9:.0f} GB/s', flush=True)
     compiled = torch.compile(sa_reference, dynamic=False,
                              backend=args.compile_backend)
-    rows = []
     for name, (n, _, h, w) in args.inputs.items():
         for channels, stride in STAGES:
             shape = (n, channels, h // stride, w // stride)
@@ -488,12 +495,12 @@ def bench_ops(args, timer, first_calls: FirstCalls) -> Tuple[float, List]:
                                            bandwidth * 1e3)
                 for k, v in times.items():
                     row[f'{k}_{mode}_ms'] = [t * 1e3 for t in quartiles(v)]
-            rows.append(row)
+            result['ops'].append(row)
+            save()
             fb = ', '.join(f'{k} {row[f"{k}_fb_ms"][1]:.3f}' for k in ops
                            if f'{k}_fb_ms' in row)
             print(f'[op] {name} {tuple(shape)}: fwd+bwd ms {fb}, floor '
                   f'{row["floor_fb_ms"]:.3f}', flush=True)
-    return bandwidth, rows
 
 
 # Verdicts and the report.
@@ -728,6 +735,8 @@ def load_result(path: str) -> dict:
 
 
 def measure(args: argparse.Namespace) -> dict:
+    """Runs the benchmarks; with ``--out``, the result so far is saved after
+    each section, so that a run stopped by a time limit keeps its tables."""
     if args.device == 'cuda':
         torch.backends.cudnn.benchmark = True
     if args.compile:  # a graph per input, precision and mode
@@ -737,38 +746,50 @@ def measure(args: argparse.Namespace) -> dict:
                 setattr(_dynamo.config, name, 64)
     timer = make_timer(args.device)
     first_calls = FirstCalls(args.compile_budget)
-    t0 = time.perf_counter()
-    bandwidth, ops = (None, []) if args.skip_ops else bench_ops(
-        args, timer, first_calls)
-    backbones = [] if args.skip_backbones else bench_backbones(
-        args, timer, first_calls)
-    print(f'[done] {time.perf_counter() - t0:.0f} s, of which compiling '
-          f'{first_calls.compiling:.0f} s', flush=True)
-    return {
+    result = {
         'date': datetime.datetime.now().isoformat(timespec='minutes'),
         'machine': machine(args.device),
         'device': args.device,
         'torch': torch.__version__,
         'command': ' '.join([osp.relpath(sys.argv[0])] + sys.argv[1:]),
         'rounds': args.rounds,
-        'bandwidth_gbs': bandwidth and bandwidth / 1e9,
-        'ops': ops,
-        'backbones': backbones,
+        'bandwidth_gbs': None,
+        'ops': [],
+        'backbones': [],
         'left_out': first_calls.left_out
     }
+
+    def save():
+        if args.out:
+            write(result, args.out)
+
+    t0 = time.perf_counter()
+    if not args.skip_ops:
+        bench_ops(args, timer, first_calls, result, save)
+    if not args.skip_backbones:
+        bench_backbones(args, timer, first_calls, result['backbones'], save)
+    print(f'[done] {time.perf_counter() - t0:.0f} s, of which compiling '
+          f'{first_calls.compiling:.0f} s', flush=True)
+    return result
+
+
+def write(result: dict, out: str) -> str:
+    """Writes ``OUT.md`` and ``OUT.json`` (any suffix of ``out`` replaced);
+    returns the markdown."""
+    table = markdown(result)
+    stem = osp.splitext(out)[0]
+    with open(stem + '.md', 'w') as f:
+        f.write(table)
+    with open(stem + '.json', 'w') as f:
+        json.dump(result, f, indent=1)
+    return table
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
     result = load_result(args.load) if args.load else measure(args)
-    table = markdown(result)
-    print(table, flush=True)
-    if args.out:
-        stem = osp.splitext(args.out)[0]
-        with open(stem + '.md', 'w') as f:
-            f.write(table)
-        with open(stem + '.json', 'w') as f:
-            json.dump(result, f, indent=1)
+    print(write(result, args.out) if args.out else markdown(result),
+          flush=True)
     return result
 
 
