@@ -572,94 +572,91 @@ def _pct(q: Sequence[float]) -> str:
     return f'{q[1]:+.1%} [{q[0]:+.1%}, {q[2]:+.1%}]'
 
 
+def _table(caption: str, head: Sequence[str], rows: List[list]) -> List[str]:
+    return ['', caption, '', '| ' + ' | '.join(head) + ' |',
+            '|---' * len(head) + '|'
+            ] + ['| ' + ' | '.join(map(str, r)) + ' |' for r in rows]
+
+
 def markdown(result: dict) -> str:
     """The run as markdown: the op table, a backbone table per input and
-    precision, the compile times and the verdicts."""
+    precision, a summary in the issue's form, compile times, verdicts."""
     lines = [f'{result["machine"]}; torch {result["torch"]}; '
              f'{result["date"]}; {result["rounds"]} rounds, medians '
              '[interquartile range].']
     if result['ops']:
-        lines += [
-            '', f'SA op, fp32, ms (x floor); copy bandwidth '
-            f'{result["bandwidth_gbs"]:.0f} GB/s; floor = 3 passes over the '
-            'input forward, 8 forward+backward:', '',
-            '| input | shape | floor fwd | official | mmsa | compile | '
-            'floor fwd+bwd | official | mmsa | compile |', '|---' * 10 + '|'
-        ]
+        rows = []
         for r in result['ops']:
-            cells = [r['input'], tuple(r['shape'])]
+            rows.append([r['input'], tuple(r['shape'])])
             for mode in FLOOR_PASSES:
                 floor = r[f'floor_{mode}_ms']
-                cells.append(f'{floor:.3f}')
+                rows[-1].append(f'{floor:.3f}')
                 for k in ('official', 'mmsa', 'compile'):
                     t = r.get(f'{k}_{mode}_ms', [0, 0, 0])[1]
-                    cells.append(f'{t:.3f} ({t / floor:.1f}x)' if t else '-')
-            lines.append('| ' + ' | '.join(map(str, cells)) + ' |')
+                    rows[-1].append(f'{t:.3f} ({t / floor:.1f}x)' if t else
+                                    '-')
+        lines += _table(
+            f'SA op, fp32, ms (x floor); copy bandwidth '
+            f'{result["bandwidth_gbs"]:.0f} GB/s; floor = 3 passes over the '
+            'input forward, 8 forward+backward:',
+            ['input', 'shape', 'floor fwd', 'official', 'mmsa', 'compile',
+             'floor fwd+bwd', 'official', 'mmsa', 'compile'], rows)
     amp = 'fp16' if result['device'] == 'cuda' else 'bf16'
-    for i, p in dict.fromkeys((r['input'], r['precision'])
-                              for r in result['backbones']):
-        rows = [r for r in result['backbones']
-                if (r['input'], r['precision']) == (i, p)]
+    bb = result['backbones']
+    combos = list(dict.fromkeys((r['input'], r['precision']) for r in bb))
+    for combo in combos:
+        rows = [r for r in bb if (r['input'], r['precision']) == combo]
         peak = 'peak_mb' in rows[0]  # CUDA only
-        lines += [
-            '', f'ResNet-50, input {tuple(rows[0]["size"])}, '
-            f'{"fp32" if p == "fp32" else amp + " autocast"}; overheads '
-            'over R50 in the same round:', '',
-            '| model | train ms | overhead | inference ms | overhead |' +
-            (' peak MB | overhead |' if peak else ''),
-            '|---' * (7 if peak else 5) + '|'
-        ]
+        cells = []
         for r in rows:
-            cells = [r['model']]
+            cells.append([r['model']])
             for mode in ('train', 'infer'):
-                cells += ([f'{r[f"{mode}_ms"]:.1f}',
-                           _pct(r[f'{mode}_overhead'])]
-                          if f'{mode}_ms' in r else ['-', '-'])
+                cells[-1] += ([f'{r[f"{mode}_ms"]:.1f}',
+                               _pct(r[f'{mode}_overhead'])]
+                              if f'{mode}_ms' in r else ['-', '-'])
             if peak:
-                cells += [f'{r["peak_mb"]:.0f}', f'{r["peak_overhead"]:+.1%}']
-            lines.append('| ' + ' | '.join(cells) + ' |')
-    lines += summary(result['backbones'])
+                cells[-1] += [f'{r["peak_mb"]:.0f}',
+                              f'{r["peak_overhead"]:+.1%}']
+        precision = 'fp32' if combo[1] == 'fp32' else f'{amp} autocast'
+        lines += _table(
+            f'ResNet-50, input {tuple(rows[0]["size"])}, {precision}; '
+            'overheads over R50 in the same round:',
+            ['model', 'train ms', 'overhead', 'inference ms', 'overhead'] +
+            ['peak MB', 'overhead'] * peak, cells)
+    if bb:
+        lines += summary(bb, combos)
     compiles = [f'{r["input"]} {r["precision"]} {r["model"]} '
-                f'{r["compile_s"]:.0f} s'
-                for r in result['backbones'] if 'compile_s' in r]
+                f'{r["compile_s"]:.0f} s' for r in bb if 'compile_s' in r]
     if compiles:
         lines += ['', f'Compile time (first calls): {", ".join(compiles)}.']
     if result['left_out']:
         lines += ['', f'Left out: {"; ".join(result["left_out"])}.']
     targets = target_rows(result)
     if targets:
-        lines += ['', 'Targets (issue 21), by the medians:', '',
-                  '| target | measured | verdict |', '|---|---|---|']
-        lines += [f'| {t} | {m} | {v} |' for t, m, v in targets]
+        lines += _table('Targets (issue 21), by the medians:',
+                        ['target', 'measured', 'verdict'], targets)
     return '\n'.join(lines) + '\n'
 
 
-def summary(backbones: List[dict]) -> List[str]:
-    """Markdown lines of one table in the issue's form: per variant, the
-    median overheads over R50 of the train step and the inference at each
-    input and precision, and the train peak memory at the first."""
-    combos = list(dict.fromkeys((r['input'], r['precision'])
-                                for r in backbones))
-    models = list(dict.fromkeys(r['model'] for r in backbones))[1:]
-    if not models:
-        return []
+def summary(backbones: List[dict], combos: List[tuple]) -> List[str]:
+    """The issue's table: per variant, the median overheads over R50 of the
+    train step and the inference at each input and precision, and the train
+    peak memory at the first."""
     bb = {(r['input'], r['precision'], r['model']): r for r in backbones}
-    heads = [f'{mode} {i} {p}' for mode in ('train', 'inference')
-             for i, p in combos]
-    lines = ['', 'Summary, median overheads over R50:', '',
-             f'| variant | {" | ".join(heads)} | peak {" ".join(combos[0])} |',
-             '|---' * (len(heads) + 2) + '|']
-    for m in models:
-        cells = [m]
+    rows = []
+    for m in list(dict.fromkeys(r['model'] for r in backbones))[1:]:
+        rows.append([m])
         for key in ('train_overhead', 'infer_overhead'):
             for i, p in combos:
                 value = bb.get((i, p, m), {}).get(key)
-                cells.append('-' if value is None else f'{value[1]:+.0%}')
+                rows[-1].append('-' if value is None else f'{value[1]:+.0%}')
         r = bb.get(combos[0] + (m, ), {})
-        cells.append(f'{r["peak_mb"] / 1e3:.2f} GB ({r["peak_overhead"]:+.0%})'
-                     if 'peak_mb' in r else '-')
-        lines.append('| ' + ' | '.join(cells) + ' |')
-    return lines
+        rows[-1].append(f'{r["peak_mb"] / 1e3:.2f} GB '
+                        f'({r["peak_overhead"]:+.0%})' if 'peak_mb' in r else
+                        '-')
+    return _table('Summary, median overheads over R50:', ['variant'] + [
+        f'{mode} {i} {p}' for mode in ('train', 'inference') for i, p in combos
+    ] + [f'peak {" ".join(combos[0])}'], rows)
 
 
 def machine(device: str) -> str:
