@@ -201,6 +201,8 @@ def test_quick_cpu_run_writes_markdown_and_json_that_load_renders(tmp_path):
     assert all('peak_mb' not in r for r in result['backbones'])  # CPU
     table = (tmp_path / 'run.md').read_text()
     assert '| SA mmsa |' in table and 'SA op' not in table
+    # the summary in the form, without peak memory on a CPU
+    assert '| variant | train seg fp32 | inference seg fp32 |\n' in table
     assert '| SA-R50 train step <= +10% over R50 | seg fp32 ' in table
     saved = json.loads((tmp_path / 'run.json').read_text())
     assert bench.main(['--load', str(tmp_path / 'run.json')]) == saved

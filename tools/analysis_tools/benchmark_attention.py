@@ -641,8 +641,9 @@ def markdown(result: dict) -> str:
 def summary(backbones: List[dict], combos: List[tuple]) -> List[str]:
     """The issue's table: per variant, the median overheads over R50 of the
     train step and the inference at each input and precision, and the train
-    peak memory at the first."""
+    peak memory at the first (CUDA only)."""
     bb = {(r['input'], r['precision'], r['model']): r for r in backbones}
+    peak = 'peak_mb' in backbones[0]
     rows = []
     for m in list(dict.fromkeys(r['model'] for r in backbones))[1:]:
         rows.append([m])
@@ -651,12 +652,12 @@ def summary(backbones: List[dict], combos: List[tuple]) -> List[str]:
                 value = bb.get((i, p, m), {}).get(key)
                 rows[-1].append('-' if value is None else f'{value[1]:+.0%}')
         r = bb.get(combos[0] + (m, ), {})
-        rows[-1].append(f'{r["peak_mb"] / 1e3:.2f} GB '
-                        f'({r["peak_overhead"]:+.0%})' if 'peak_mb' in r else
-                        '-')
+        if peak:
+            rows[-1].append(f'{r["peak_mb"] / 1e3:.2f} GB '
+                            f'({r["peak_overhead"]:+.0%})' if r else '-')
     return _table('Summary, median overheads over R50:', ['variant'] + [
         f'{mode} {i} {p}' for mode in ('train', 'inference') for i, p in combos
-    ] + [f'peak {" ".join(combos[0])}'], rows)
+    ] + [f'peak {" ".join(combos[0])}'] * peak, rows)
 
 
 def machine(device: str) -> str:
