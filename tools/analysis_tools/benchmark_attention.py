@@ -436,10 +436,13 @@ def bench_backbones(args, timer, first_calls: FirstCalls, rows: List[dict],
                 if k.endswith('compile'):
                     row['compile_s'] = sum(f.get(k, 0) for f in first.values())
                 rows.append(row)
-                print(f'[backbone] {where} {k}: train {row["train_ms"]:.1f} '
-                      f'ms ({row["train_overhead"][1]:+.1%}), inference '
-                      f'{row.get("infer_overhead", [0, 0])[1]:+.1%}, peak '
-                      f'{row.get("peak_overhead", 0):+.1%}', flush=True)
+                done = [f'train {row["train_ms"]:.1f} ms']
+                done += [f'{key} {_pct(row[key])}' for key in
+                         ('train_overhead', 'infer_overhead') if key in row]
+                if 'peak_mb' in row:
+                    done.append(f'peak_overhead {row["peak_overhead"]:+.1%}')
+                print(f'[backbone] {where} {k}: {", ".join(done)}',
+                      flush=True)
             save()
 
 
