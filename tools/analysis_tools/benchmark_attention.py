@@ -7,25 +7,24 @@
         [--compile-budget 200] [--skip-ops] [--skip-backbones]
         [--out FILE] [--load FILE.json]
 
-Every comparison is measured in one run with the variants interleaved round
-by round (the first variant rotates), so a slow spell hits all of them. A
-call is timed with CUDA events on a GPU (synchronised after each call) and
+Every comparison is measured in one run, the variants interleaved round by
+round (the first one rotating) so that a slow spell hits all of them. A call
+is timed with CUDA events on a GPU (synchronised after each) and
 ``time.perf_counter`` on a CPU; all else is shared. A number is the median
-over rounds with the interquartile range (IQR) in brackets; an overhead is
-taken per round, ``variant / plain R50 - 1`` in the same round.
+over the rounds, with the interquartile range (IQR) in brackets; an overhead
+is taken per round, ``variant / plain R50 - 1`` in the same round.
 
 * Backbone: ResNet-50 of mmdet's architecture (style 'pytorch', BN in train
   mode, nothing frozen) in plain PyTorch, the attention after ``bn3`` of all
-  16 bottlenecks. Per attention, with the same random weights: the official
-  composition written out below, ending the block as the official ResNets
-  (``out += identity; relu``); mmsa's module, called as
-  ``attn(out, identity=identity)`` (on CUDA a fused epilogue does the gate,
-  the add and the ReLU); ``torch.compile`` of the mmsa model. Train step =
-  forward, backward of the stage outputs' means, SGD (momentum 0.9);
-  inference = eval under ``no_grad``; peak = ``max_memory_allocated`` during
-  a train step above the level before it (CUDA only). Inputs 2x3x800x1344
-  (det) and 8x3x512x512 (seg), fp32 and autocast (fp16 on CUDA, bf16 on CPU,
-  no grad scaler); cuDNN autotuning on.
+  16 bottlenecks, as (with the same random weights) the official composition
+  ending the block as the official ResNets (``out += identity; relu``),
+  mmsa's module called as ``attn(out, identity=identity)`` (on CUDA a fused
+  epilogue does the gate, the add and the ReLU), and ``torch.compile`` of
+  the mmsa model. Train step = forward, backward of the stage outputs'
+  means, SGD (momentum 0.9); inference = eval, ``no_grad``; peak =
+  ``max_memory_allocated`` during a train step above the level before it
+  (CUDA only). Inputs 2x3x800x1344 (det) and 8x3x512x512 (seg), fp32 and
+  autocast (fp16 on CUDA, bf16 on CPU; no grad scaler); cuDNN autotuning.
 * SA op: mmsa's ``ShuffleAttention`` (groups 64) vs the official
   composition and ``torch.compile`` of :func:`mmsa.ops.sa_reference`, fp32,
   forward (``no_grad``) and forward+backward (``autograd.grad`` of input and
@@ -34,10 +33,10 @@ taken per round, ``variant / plain R50 - 1`` in the same round.
   (read + write counted): 3 forward (read x for the statistics, read x again
   and write y), 8 forward+backward (those 3; backward reads x and dy for the
   per-plane sums, reads both again and writes dx).
-* First calls are timed apart and printed for compiled variants (their
-  compile); once the run has compiled for ``--compile-budget`` seconds,
-  later sections leave compiled variants out. A variant whose first call
-  fails is left out with its traceback printed. The report lists both.
+* First calls are timed apart (for a compiled variant: its compile). Once
+  the run has compiled for ``--compile-budget`` seconds, compiled variants
+  are left out; so is a variant whose first call fails (traceback printed).
+  ``--out`` saves the result after each section.
 * Targets (issue 21), a verdict each from the medians at every input and
   precision: SA-R50 train step <= +10%, inference <= +5%, train peak memory
   <= +15% over R50; SE and ECA train step <= +10%; SGE and CBAM train
