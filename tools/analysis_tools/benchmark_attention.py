@@ -212,7 +212,7 @@ class ResNet50(nn.Module):
         for planes, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2),
                                        (512, 3, 2)):
             stage = []
-            for i in range(blocks):
+            for _ in range(blocks):
                 stage.append(Bottleneck(inplanes, planes, stride, attention))
                 inplanes, stride = planes * 4, 1
             self.layers.append(nn.Sequential(*stage))
