@@ -59,6 +59,18 @@ def test_official_and_mmsa_models_compute_the_same(name):
     assert set(models) == {'R50', f'{name} official', f'{name} mmsa'}
     for a, b in zip(ours, theirs):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    # and the same gradients in a train step (in float64: BN on the batch
+    # statistics of 2x2 planes would amplify float32 rounding)
+    grads = []
+    for kind in ('mmsa', 'official'):
+        model = models[f'{name} {kind}'].double().train()
+        sum(o.mean() for o in model(x.double())).backward()
+        grads.append({k.replace('.m.', '.'): p.grad
+                      for k, p in model.named_parameters() if '.attn.' in k})
+    assert grads[0].keys() == grads[1].keys()
+    assert all(g is not None for g in grads[1].values())
+    for k, grad in grads[0].items():
+        torch.testing.assert_close(grad, grads[1][k])
 
 
 def test_rounds_rotate_the_order_after_the_warmup():
