@@ -6,6 +6,7 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 
 from ..registry import register_attention
+from .base import check_input, end_block
 from .utils import check_choice, check_positive_int, check_reduction
 
 
@@ -107,7 +108,10 @@ class BAM(BaseModule):
         spatial.append(nn.Conv2d(hidden, 1, 1))
         self.spatial_gate = nn.Sequential(*spatial)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self,
+                x: torch.Tensor,
+                identity: Optional[torch.Tensor] = None) -> torch.Tensor:
+        check_input(self, x)
         n, c = x.shape[:2]
         if self.training and n < 2:
             raise ValueError(
@@ -120,7 +124,7 @@ class BAM(BaseModule):
             gate = channel + spatial
         else:
             gate = channel * spatial
-        return x * (1 + gate.sigmoid())
+        return end_block(x * (1 + gate.sigmoid()), identity)
 
     def extra_repr(self) -> str:
         return (f'in_channels={self.in_channels}, '

@@ -3,14 +3,14 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
-from mmengine.model import BaseModule
 
 from ..registry import register_attention
+from .base import GateAttention
 from .utils import check_odd_kernel, check_reduction
 
 
 @register_attention('CBAM')
-class CBAM(BaseModule):
+class CBAM(GateAttention):
     """CBAM: a channel gate from pooled MLPs, then a spatial gate from a conv.
 
     Woo et al., "CBAM: Convolutional Block Attention Module", ECCV 2018
@@ -71,14 +71,17 @@ class CBAM(BaseModule):
             2, 1, kernel_size, padding=(kernel_size - 1) // 2, bias=False)
         self.spatial_bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def gates(self, x: torch.Tensor) -> tuple:
         # Both pooled vectors go through the shared MLP in one call.
         pooled = torch.stack([x.mean((2, 3)), x.amax((2, 3))], dim=1)
-        logits = self.channel_fc2(self.relu(self.channel_fc1(pooled)))
-        x = x * logits.sum(1).sigmoid()[:, :, None, None]
-        maps = torch.cat([x.amax(1, keepdim=True),
-                          x.mean(1, keepdim=True)], dim=1)
-        return x * self.spatial_bn(self.spatial_conv(maps)).sigmoid()
+        channel = self.channel_fc2(self.relu(
+            self.channel_fc1(pooled))).sum(1).sigmoid()
+        # the spatial gate's maps are of the channel-gated input; the
+        # output is x * channel * spatial in one pass (apply_gates)
+        gated = x * channel[:, :, None, None]
+        maps = torch.cat([gated.amax(1, keepdim=True),
+                          gated.mean(1, keepdim=True)], dim=1)
+        return channel, self.spatial_bn(self.spatial_conv(maps)).sigmoid()
 
     def extra_repr(self) -> str:
         return (f'in_channels={self.in_channels}, '

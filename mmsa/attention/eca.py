@@ -3,14 +3,14 @@ from typing import Optional, Union
 
 import torch
 import torch.nn as nn
-from mmengine.model import BaseModule
 
 from ..registry import register_attention
+from .base import GateAttention
 from .utils import check_odd_kernel, check_positive_int, eca_kernel_size
 
 
 @register_attention('ECA')
-class EfficientChannelAttention(BaseModule):
+class EfficientChannelAttention(GateAttention):
     """ECA: channel gate from a 1-D convolution across pooled channels.
 
     Wang et al., "ECA-Net: Efficient Channel Attention for Deep Convolutional
@@ -65,10 +65,10 @@ class EfficientChannelAttention(BaseModule):
         self.conv = nn.Conv1d(
             1, 1, kernel_size, padding=(kernel_size - 1) // 2, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def gates(self, x: torch.Tensor) -> tuple:
         n, c = x.shape[:2]
         y = self.conv(x.mean((2, 3)).reshape(n, 1, c))
-        return x * y.reshape(n, c, 1, 1).sigmoid()
+        return y.reshape(n, c).sigmoid(), None
 
     def extra_repr(self) -> str:
         return f'in_channels={self.in_channels}, kernel_size={self.kernel_size}'

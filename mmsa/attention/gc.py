@@ -1,9 +1,11 @@
 """Global Context block, reusing mmcv's ``ContextBlock``."""
-from typing import Sequence
+from typing import Optional, Sequence
 
+import torch
 from mmcv.cnn import ContextBlock
 
 from ..registry import register_attention
+from .base import check_input, end_block
 from .utils import check_choice, module_repr
 
 
@@ -53,3 +55,11 @@ class GlobalContext(ContextBlock):
             check_choice('GC', 'fusion_types', fusion,
                          ('channel_add', 'channel_mul'), **ctx)
         super().__init__(in_channels, ratio, pooling_type, fusion_types)
+        self.in_channels = in_channels
+
+    def forward(self,
+                x: torch.Tensor,
+                identity: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """mmcv's forward; with ``identity``, ``relu(out + identity)``."""
+        check_input(self, x)
+        return end_block(super().forward(x), identity)

@@ -6,6 +6,7 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 
 from ..registry import register_attention
+from .base import check_input, end_block
 from .utils import check_positive_int
 
 
@@ -63,5 +64,9 @@ class LargeKernelAttention(BaseModule):
             groups=in_channels)
         self.conv1 = nn.Conv2d(in_channels, in_channels, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.conv1(self.conv_spatial(self.conv0(x)))
+    def forward(self,
+                x: torch.Tensor,
+                identity: Optional[torch.Tensor] = None) -> torch.Tensor:
+        check_input(self, x)
+        return end_block(x * self.conv1(self.conv_spatial(self.conv0(x))),
+                         identity)

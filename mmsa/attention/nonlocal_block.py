@@ -1,9 +1,11 @@
 """Non-local block, reusing mmcv's ``NonLocal2d``."""
 from typing import Optional
 
+import torch
 from mmcv.cnn import NonLocal2d
 
 from ..registry import register_attention
+from .base import check_input, end_block
 from .utils import check_choice, check_reduction
 
 
@@ -47,3 +49,10 @@ class NonLocal(NonLocal2d):
                       'concatenation'), in_channels=in_channels)
         super().__init__(in_channels, reduction=reduction,
                          use_scale=use_scale, mode=mode, norm_cfg=norm_cfg)
+
+    def forward(self,
+                x: torch.Tensor,
+                identity: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """mmcv's forward; with ``identity``, ``relu(out + identity)``."""
+        check_input(self, x)
+        return end_block(super().forward(x), identity)

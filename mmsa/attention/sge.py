@@ -3,14 +3,14 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
-from mmengine.model import BaseModule
 
 from ..registry import register_attention
+from .base import GateAttention
 from .utils import check_groups
 
 
 @register_attention('SGE')
-class SpatialGroupEnhance(BaseModule):
+class SpatialGroupEnhance(GateAttention):
     """Spatial Group-wise Enhance: a per-group spatial gate from similarity.
 
     Li, Hu & Yang, "Spatial Group-wise Enhance: Improving Semantic Feature
@@ -58,20 +58,21 @@ class SpatialGroupEnhance(BaseModule):
         self.weight = nn.Parameter(torch.zeros(1, groups, 1, 1))
         self.bias = nn.Parameter(torch.ones(1, groups, 1, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def gates(self, x: torch.Tensor) -> tuple:
         n, c, h, w = x.shape
         if h * w < 2:
             raise ValueError(
                 f'SGE(in_channels={self.in_channels}, groups={self.groups}): '
                 f'input of shape {tuple(x.shape)} has H*W={h * w}; the '
                 f'unbiased std over positions needs H*W > 1')
-        xg = x.reshape(n * self.groups, c // self.groups, h, w)
-        t = (xg * xg.mean((2, 3), keepdim=True)).sum(1)
-        t = t - t.mean((1, 2), keepdim=True)
-        t = t / (t.std((1, 2), keepdim=True) + 1e-5)
+        # t = sum_c x * GAP(x) per group as one batched mat-vec: no
+        # N x C x H x W product in memory (the official code makes one)
+        xg = x.reshape(n, self.groups, c // self.groups, h * w)
+        t = torch.matmul(xg.mean(3).unsqueeze(2), xg).squeeze(2)
+        t = t - t.mean(2, keepdim=True)
+        t = t / (t.std(2, keepdim=True) + 1e-5)
         t = t.reshape(n, self.groups, h, w) * self.weight + self.bias
-        gate = t.reshape(n * self.groups, 1, h, w).sigmoid()
-        return (xg * gate).reshape(n, c, h, w)
+        return None, t.sigmoid()
 
     def extra_repr(self) -> str:
         return f'in_channels={self.in_channels}, groups={self.groups}'

@@ -5,16 +5,16 @@ import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
 
-from ..ops.shuffle_attention import (channel_shuffle, log_fallback_once,
-                                     sa_fused_if_supported,
-                                     sa_fused_unsupported, sa_reference)
+from ..ops.shuffle_attention import (SA_IMPLS, apply_shuffle_attention,
+                                     channel_shuffle)
 from ..registry import register_attention
 from ..utils.compat import is_compiling
+from .base import check_input
 from .utils import check_groups, module_repr
 
 __all__ = ['ShuffleAttention', 'channel_shuffle']
 
-IMPLS = ('auto', 'fused', 'reference')
+IMPLS = SA_IMPLS
 
 
 @register_attention('SA')
@@ -42,17 +42,20 @@ class ShuffleAttention(BaseModule):
 
     Compatible with ``torch.compile(fullgraph=True)``.
 
-    Implementation: ``impl='auto'`` (and ``'fused'``) runs the fused CPU
-    kernel of :mod:`mmsa.ops.shuffle_attention` - one statistics pass and
-    one element-wise pass with the shuffle folded into the output write -
-    for float32/float64 CPU input (bf16 under autocast is computed in
-    float32), and the reference composition otherwise (CUDA, other dtypes,
-    kernel not built; one log line per reason) and under ``torch.compile``
-    (which fuses the composition itself). :attr:`path` says which ran.
-    The ResNet backbones call it as ``sa(x, identity=identity)``, so that
-    the fused pass also does the block's residual add and ReLU. The kernel
-    reuses the storages of its earlier outputs once nothing holds them
-    (up to ``MMSA_SA_CACHE_MB`` MiB, default 1024; see
+    Implementation (:func:`mmsa.ops.shuffle_attention`): both kernels do
+    one statistics pass and one element-wise pass with the shuffle folded
+    into the output write. ``impl='auto'`` runs the Triton kernels on CUDA
+    (float32/float16/bfloat16, contiguous or channels_last) and the C++
+    kernel on CPU (float32/float64; bf16 under autocast is computed in
+    float32); ``'triton'`` and ``'fused'`` (the C++ kernel) force one;
+    where the chosen kernel cannot run, and under ``torch.compile`` (which
+    fuses the composition itself) or ONNX export, the reference
+    composition runs (one log line per reason). :attr:`path` says which
+    ran. The output has the input's dtype and memory format. The ResNet
+    backbones call it as ``sa(x, identity=identity)``, so that the
+    kernels' pass also does the block's residual add and ReLU. The C++
+    kernel reuses the storages of its earlier outputs once nothing holds
+    them (up to ``MMSA_SA_CACHE_MB`` MiB, default 1024; see
     :func:`mmsa.ops.empty_output_cache`).
 
     Args:
@@ -60,9 +63,9 @@ class ShuffleAttention(BaseModule):
             ``2 * groups``.
         groups (int): Number of groups G. Defaults to 64 (official). The SA
             author suggests 32 or 16 where C is small.
-        impl (str): ``'auto'``, ``'fused'`` or ``'reference'``; ``'auto'``
-            and ``'fused'`` both fall back to the reference where the fused
-            kernel cannot run. Defaults to ``'auto'``.
+        impl (str): ``'auto'``, ``'fused'`` (C++, CPU), ``'triton'`` or
+            ``'reference'``; the kernels fall back to the reference where
+            they cannot run. Defaults to ``'auto'``.
         init_cfg (dict, optional): mmengine initialisation config.
             Defaults to None.
     """
@@ -83,8 +86,8 @@ class ShuffleAttention(BaseModule):
         self.in_channels = in_channels
         self.groups = groups
         self.impl = impl
-        #: The path of the last eager forward: ``'fused'`` or
-        #: ``'reference'`` (``None`` before the first call).
+        #: The path of the last eager forward: ``'triton'``, ``'fused'``
+        #: or ``'reference'`` (``None`` before the first call).
         self.path: Optional[str] = None
         k = in_channels // (2 * groups)
         self.cweight = nn.Parameter(torch.zeros(1, k, 1, 1))
@@ -115,32 +118,19 @@ class ShuffleAttention(BaseModule):
         """SA of ``x``; with ``identity``, ``relu(SA(x) + identity)``.
 
         The second form is the end of a ResNet block whose SA sits after the
-        last norm (the backbones call it so): the fused kernel adds the
-        identity and applies the ReLU in SA's own element-wise pass, which
-        saves the block two passes over the tensor (and its backward one).
+        last norm (the backbones call it so): the kernels add the identity
+        and apply the ReLU in SA's own element-wise pass, which saves the
+        block two passes over the tensor (and its backward one).
         """
-        if is_compiling():
-            out = sa_reference(*self._args(x))
-        else:
-            if self.impl != 'reference':
-                fuse = identity is not None and identity.shape == x.shape
-                out = sa_fused_if_supported(
-                    *self._args(x), residual=identity if fuse else None)
-                if out is not None:
-                    if self.path != 'fused':  # nn.Module's setattr is slow
-                        self.path = 'fused'
-                    if identity is None or fuse:
-                        return out
-                    out += identity
-                    return torch.relu_(out)
-                log_fallback_once(sa_fused_unsupported(x) or
-                                  'the fused kernel declined the input')
-            self.path = 'reference'
-            out = sa_reference(*self._args(x))
-        if identity is None:
-            return out
-        out += identity
-        return torch.relu_(out)
+        check_input(self, x)
+        if is_compiling():  # no attribute writes while dynamo traces
+            return apply_shuffle_attention(*self._args(x), residual=identity,
+                                     impl='reference')[0]
+        out, path = apply_shuffle_attention(*self._args(x), residual=identity,
+                                      impl=self.impl)
+        if self.path != path:  # nn.Module's setattr is slow
+            self.path = path
+        return out
 
     def extra_repr(self) -> str:
         return (f'in_channels={self.in_channels}, groups={self.groups}, '

@@ -3,14 +3,14 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
-from mmengine.model import BaseModule
 
 from ..registry import register_attention
+from .base import GateAttention
 from .utils import check_positive_int, check_reduction, make_divisible
 
 
 @register_attention('SE')
-class SqueezeExcitation(BaseModule):
+class SqueezeExcitation(GateAttention):
     """Squeeze-and-Excitation: channel gate from a bottleneck MLP on GAP(x).
 
     Hu et al., "Squeeze-and-Excitation Networks", CVPR 2018, Eq. 2-4:
@@ -55,6 +55,6 @@ class SqueezeExcitation(BaseModule):
         self.relu = nn.ReLU(inplace=True)
         self.fc2 = nn.Conv2d(hidden, in_channels, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def gates(self, x: torch.Tensor) -> tuple:
         w = self.fc2(self.relu(self.fc1(x.mean((2, 3), keepdim=True))))
-        return x * w.sigmoid()
+        return w.sigmoid(), None

@@ -6,6 +6,7 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 
 from ..registry import register_attention
+from .base import check_input, end_block
 from .utils import check_groups
 
 
@@ -76,13 +77,16 @@ class ULSAM(BaseModule):
         self.pw_bn = nn.BatchNorm2d(groups)
         self.relu = nn.ReLU(inplace=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self,
+                x: torch.Tensor,
+                identity: Optional[torch.Tensor] = None) -> torch.Tensor:
+        check_input(self, x)
         n, c, h, w = x.shape
         y = self.maxpool(self.relu(self.dw_bn(self.dw_conv(x))))
         y = self.relu(self.pw_bn(self.pw_conv(y)))
         attn = y.reshape(n, self.groups, 1, h * w).softmax(dim=-1)
         xs = x.reshape(n, self.groups, c // self.groups, h * w)
-        return (xs + xs * attn).reshape(n, c, h, w)
+        return end_block((xs + xs * attn).reshape(n, c, h, w), identity)
 
     def extra_repr(self) -> str:
         return f'in_channels={self.in_channels}, groups={self.groups}'

@@ -8,17 +8,19 @@ runs that as one statistics pass and one element-wise pass per (sample,
 channel) plane, writing the shuffled output directly; its backward is one
 pass for two per-plane sums and one pass writing the input gradient. The
 kernel and its autograd node (``csrc/shuffle_attention.cpp``) are a CPU C++
-extension built at install time; :func:`sa_reference` is the PyTorch
-composition it is tested against and falls back to.
+extension built at install time; on CUDA the Triton kernels of
+``triton_sa.py`` do the same passes. :func:`sa_reference` is the PyTorch
+composition every kernel is tested against and falls back to, and
+:func:`shuffle_attention` the one dispatcher that picks among them.
 """
-import logging
-from typing import Optional, Set
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from mmengine.logging import print_log
 
-from ..utils.compat import is_autocast_enabled
+from ..utils.compat import is_autocast_enabled, is_compiling, is_exporting
+from .dispatch import log_fallback_once
+from .triton_support import load_kernels, triton_unsupported
 
 try:
     from . import _sa_cpu as _ext
@@ -29,11 +31,16 @@ except ImportError as err:  # not built: no compiler, isolated build, ...
 
 __all__ = [
     'channel_shuffle', 'sa_gates', 'sa_reference', 'sa_fused',
-    'sa_fused_if_supported', 'sa_fused_unsupported', 'log_fallback_once',
-    'empty_output_cache', 'output_cache_bytes', 'set_output_cache_limit'
+    'sa_fused_if_supported', 'sa_fused_unsupported', 'apply_shuffle_attention',
+    'SA_IMPLS', 'empty_output_cache', 'output_cache_bytes',
+    'set_output_cache_limit'
 ]
 
-_LOGGED: Set[str] = set()
+#: ``'auto'``: Triton on CUDA, the C++ kernel on CPU; ``'fused'``: the C++
+#: CPU kernel; ``'triton'``: the Triton kernels; ``'reference'``: the
+#: PyTorch composition. Where the chosen kernel cannot run, the reference
+#: runs (logged once per reason).
+SA_IMPLS = ('auto', 'fused', 'triton', 'reference')
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -111,14 +118,6 @@ def sa_fused_unsupported(x: torch.Tensor) -> Optional[str]:
     if is_autocast_enabled('cpu'):  # sa_fused casts to float32
         return None
     return f'the fused SA kernel takes float32/float64, got {x.dtype}'
-
-
-def log_fallback_once(reason: str) -> None:
-    """One log line per distinct reason for running the reference path."""
-    if reason not in _LOGGED:
-        _LOGGED.add(reason)
-        print_log(f'ShuffleAttention: using the reference path: {reason}',
-                  logger='current', level=logging.WARNING)
 
 
 def output_cache_bytes() -> int:
@@ -205,3 +204,61 @@ def sa_fused_if_supported(x: torch.Tensor,
                          f'block\'s identity (or downsample) must match it')
     return _ext.fused_if_supported(x, residual, cweight, cbias, sweight,
                                    sbias, gn_weight, gn_bias, groups, eps)
+
+
+def _like(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``out`` in ``x``'s dtype and memory format (the C++ kernel and the
+    reference return contiguous float32 for some inputs)."""
+    if out.dtype != x.dtype:
+        out = out.to(x.dtype)
+    if not x.is_contiguous() and x.is_contiguous(
+            memory_format=torch.channels_last):
+        out = out.contiguous(memory_format=torch.channels_last)
+    return out
+
+
+def apply_shuffle_attention(x: torch.Tensor,
+                      groups: int,
+                      cweight: torch.Tensor,
+                      cbias: torch.Tensor,
+                      sweight: torch.Tensor,
+                      sbias: torch.Tensor,
+                      gn_weight: torch.Tensor,
+                      gn_bias: torch.Tensor,
+                      eps: float = 1e-5,
+                      residual: Optional[torch.Tensor] = None,
+                      impl: str = 'auto') -> Tuple[torch.Tensor, str]:
+    """SA of ``x`` (with ``residual``: ``relu(SA(x) + residual)``) by the
+    path ``impl`` asks for where it can run (see :data:`SA_IMPLS`), the
+    reference under ``torch.compile`` and export.
+
+    Returns:
+        tuple: The output, in ``x``'s dtype and memory format, and the path
+        that ran: ``'triton'``, ``'fused'`` (the C++ kernel) or
+        ``'reference'``.
+    """
+    if residual is not None and residual.shape != x.shape:
+        raise ValueError(
+            f'SA: residual shape {tuple(residual.shape)} differs from the '
+            f"input's {tuple(x.shape)}; the block's identity (or its "
+            f'downsample) must match the attention input')
+    args = (x, groups, cweight, cbias, sweight, sbias, gn_weight, gn_bias,
+            eps)
+    if impl != 'reference' and not (is_compiling() or is_exporting()):
+        if impl == 'triton' or (impl == 'auto' and x.device.type != 'cpu'):
+            reason = triton_unsupported(x)
+            if reason is None:
+                return load_kernels('triton_sa').sa_triton(
+                    *args, residual=residual), 'triton'
+        else:
+            out = sa_fused_if_supported(*args, residual)
+            if out is not None:
+                return _like(out, x), 'fused'
+            reason = (sa_fused_unsupported(x) or
+                      'the fused kernel declined the input')
+        log_fallback_once('ShuffleAttention', reason)
+    out = sa_reference(*args)
+    if residual is not None:
+        out += residual
+        out = torch.relu_(out)
+    return _like(out, x), 'reference'

@@ -13,7 +13,6 @@ import torch.nn as nn
 import torch.utils.checkpoint as cp
 
 from ...attention import build_attention
-from ...attention.shuffle_attention import ShuffleAttention
 
 POSITIONS = ('after_conv1', 'after_conv2', 'after_conv3')
 BLOCK_CHOICES = ('all', 'last')
@@ -62,27 +61,22 @@ class AttentionBlockMixin:
     def _position_channels(self, position: str) -> int:
         raise NotImplementedError
 
-    def _after(self, position: str, out: torch.Tensor) -> torch.Tensor:
+    def _after(self, position: str, out: torch.Tensor,
+               identity: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Stock plugins, then mmsa attentions, at ``position``. Given the
+        block's ``identity``, also the residual add and the ReLU: the last
+        attention does them (every mmsa attention takes ``identity``, and
+        its kernel folds them into its own pass)."""
         if getattr(self, 'with_plugins', False):
             for name in getattr(self, f'{position}_plugin_names'):
                 out = getattr(self, name)(out)
-        for name in getattr(self, 'attention_names', {}).get(position, ()):
+        names = getattr(self, 'attention_names', {}).get(position, ())
+        for name in names[:-1]:
             out = getattr(self, name)(out)
-        return out
-
-    def _residual_end(self, out: torch.Tensor,
-                      identity: torch.Tensor) -> torch.Tensor:
-        """``after_conv3`` attention, residual add and ReLU. When that
-        position holds one SA and nothing else, SA's fused pass does all
-        three (the same values; two passes fewer)."""
-        names = getattr(self, 'attention_names', {}).get('after_conv3', ())
-        plugins = getattr(self, 'after_conv3_plugin_names', ()) \
-            if getattr(self, 'with_plugins', False) else ()
-        if len(names) == 1 and not plugins:
-            module = getattr(self, names[0])
-            if isinstance(module, ShuffleAttention):
-                return module(out, identity=identity)
-        out = self._after('after_conv3', out)
+        if names:
+            return getattr(self, names[-1])(out, identity=identity)
+        if identity is None:
+            return out
         out += identity
         return self.relu(out)
 
@@ -111,7 +105,7 @@ class AttentionBottleneckMixin(AttentionBlockMixin):
             out = self.norm3(self.conv3(out))
             if self.downsample is not None:
                 identity = self.downsample(x)
-            return self._residual_end(out, identity)
+            return self._after('after_conv3', out, identity)
 
         return self._checkpointed(inner, x)
 
@@ -136,7 +130,7 @@ class AttentionBasicBlockMixin(AttentionBlockMixin):
             out = self._after('after_conv2', out)
             if self.downsample is not None:
                 identity = self.downsample(x)
-            return self._residual_end(out, identity)
+            return self._after('after_conv3', out, identity)
 
         return self._checkpointed(inner, x)
 

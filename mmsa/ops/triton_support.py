@@ -1,0 +1,140 @@
+"""Whether mmsa's Triton kernels can run, and the launch plans they share.
+
+Triton ships with every Linux CUDA build of PyTorch, so GPU users get the
+fused kernels without compiling anything. The kernel modules
+(``triton_sa.py``, ``triton_gate.py``) are imported on the first call that
+needs them, never by ``import mmsa``. With ``TRITON_INTERPRET=1`` set before
+that import, Triton's interpreter runs the same kernels on CPU tensors: the
+tests check them against the reference compositions that way.
+"""
+import importlib
+import os
+from typing import Optional, Tuple
+
+import torch
+
+__all__ = ['triton_unavailable', 'triton_unsupported', 'interpreting',
+           'load_kernels', 'nc_p_strides', 'plan_tiles']
+
+# tl.* calls the kernels use exist in this form from Triton 2.1 on; the
+# interpreter runs CPU tensors from Triton 3.0.
+MIN_TRITON = (2, 1)
+MIN_TRITON_INTERPRETER = (3, 0)
+# Offsets are computed in int32: larger tensors take the other paths.
+MAX_NUMEL = 2**31 - 1
+
+_STATE = {}
+
+
+def _version(text: str) -> Tuple[int, ...]:
+    parts = []
+    for piece in text.split('+')[0].split('.')[:2]:
+        digits = ''.join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def interpreting() -> bool:
+    """Whether Triton's interpreter runs the kernels (on CPU tensors)."""
+    return os.environ.get('TRITON_INTERPRET', '0') == '1'
+
+
+def triton_unavailable() -> Optional[str]:
+    """Why the Triton kernels cannot run at all here, or None."""
+    if 'reason' not in _STATE:
+        _STATE['reason'] = _probe()
+    return _STATE['reason']
+
+
+def _probe() -> Optional[str]:
+    try:
+        import triton
+    except Exception as err:  # ImportError, or a broken install
+        return (f'triton is not importable ({type(err).__name__}: {err}); '
+                'it ships with Linux CUDA builds of PyTorch')
+    found = _version(getattr(triton, '__version__', '0'))
+    need = MIN_TRITON_INTERPRETER if interpreting() else MIN_TRITON
+    if found < need:
+        what = ('its interpreter (TRITON_INTERPRET=1)'
+                if interpreting() else 'the kernels')
+        return (f'triton {triton.__version__} is too old for {what}; '
+                f'mmsa needs triton >= {".".join(map(str, need))}')
+    return None
+
+
+def triton_unsupported(x: torch.Tensor) -> Optional[str]:
+    """Why the Triton kernels cannot take ``x``, or None when they can."""
+    reason = triton_unavailable()
+    if reason:
+        return reason
+    if x.device.type == 'cpu':
+        if not interpreting():
+            return ('the Triton kernels run on CUDA (or on CPU under '
+                    'TRITON_INTERPRET=1), got a CPU input')
+    elif x.device.type != 'cuda':
+        return f'the Triton kernels run on CUDA, got a {x.device.type} input'
+    if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return f'the Triton kernels take float32/float16/bfloat16, ' \
+            f'got {x.dtype}'
+    if x.dim() != 4 or x.numel() == 0:
+        return (f'the Triton kernels take non-empty N x C x H x W input, '
+                f'got shape {tuple(x.shape)}')
+    if x.numel() > MAX_NUMEL:
+        return (f'the Triton kernels index in int32, got {x.numel()} '
+                f'elements')
+    return None
+
+
+def load_kernels(name: str):
+    """``mmsa.ops.<name>`` (a Triton kernel module), imported once."""
+    module = _STATE.get(name)
+    if module is None:
+        module = _STATE[name] = importlib.import_module(f'mmsa.ops.{name}')
+    return module
+
+
+def nc_p_strides(t: torch.Tensor) -> Optional[Tuple[int, int, int]]:
+    """(n, c, p) strides of an N x C x H x W tensor whose H and W fold into
+    one axis p = h * W + w (contiguous, channels_last, expanded...), or None
+    where they do not."""
+    sn, sc, sh, sw = t.stride()
+    h, w = t.shape[2:]
+    if h > 1 and w > 1 and sh != w * sw:
+        return None
+    return sn, sc, (sw if w > 1 else sh)
+
+
+def _multiprocessors(device: torch.device) -> int:
+    if device.type != 'cuda':
+        return 2  # the interpreter: few programs, but splits still tested
+    key = ('sms', device.index)
+    if key not in _STATE:
+        _STATE[key] = torch.cuda.get_device_properties(
+            device).multi_processor_count
+    return _STATE[key]
+
+
+def plan_tiles(device: torch.device, rows: int, channels: int, p: int,
+               channel_stride: int) -> Tuple[int, int, int, int]:
+    """(block_c, block_p, splits, chunk) for a reduction over p of
+    ``rows`` (samples) x ``channels`` planes of ``p`` values.
+
+    Tiles hold ~2k values with the contiguous axis the long one; the p axis
+    is cut into ``splits`` chunks of ``chunk`` values (a multiple of
+    ``block_p``) where there are too few planes to fill the device (stage 1
+    of a ResNet in channels_last: 2 x 4 channel blocks).
+    """
+    import triton
+    if channel_stride == 1 and channels > 1:  # channels_last
+        block_c = min(triton.next_power_of_2(channels), 64)
+        block_p = max(1, min(triton.next_power_of_2(p), 2048 // block_c))
+    else:
+        block_p = min(triton.next_power_of_2(p), 2048)
+        block_c = max(1, min(triton.next_power_of_2(channels),
+                             2048 // block_p, 16))
+    programs = rows * triton.cdiv(channels, block_c)
+    want = 4 * _multiprocessors(device)
+    splits = max(1, min(triton.cdiv(want, programs),
+                        triton.cdiv(p, block_p), 64))
+    chunk = triton.cdiv(triton.cdiv(p, splits), block_p) * block_p
+    return block_c, block_p, triton.cdiv(p, chunk), chunk
