@@ -95,8 +95,8 @@ def place_label(box: Box, size: Tuple[int, int], taken: List[Box],
     for cx, cy in candidates:
         rect = (cx, cy, cx + w, cy + h)
         outside = cy < 0 or cy + h > height
-        cost = sum(_overlap(rect, t) for t in taken) + (10**9 if outside
-                                                         else 0)
+        penalty = 10**9 if outside else 0
+        cost = sum(_overlap(rect, t) for t in taken) + penalty
         if best is None or cost < best_cost:
             best, best_cost = rect, cost
         if cost == 0:
