@@ -124,15 +124,21 @@ def measure(model: nn.Module, hw: tuple) -> dict:
     return dict(flops=info['flops'], params=info['params'])
 
 
-def config_complexity(path: str, shape=None, cfg_options=None) -> dict:
+def _model_cfg(path: str, cfg_options=None) -> tuple:
+    """(scope, the config's model for a CPU without downloads)."""
     cfg = Config.fromfile(path)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     scope = cfg.get('default_scope', 'mmdet')
-    init_default_scope(scope)
     model_cfg = _cpu_cfg(copy.deepcopy(cfg.model))
     model_cfg.pop('pretrained', None)
     model_cfg.get('backbone', {}).pop('init_cfg', None)
+    return scope, model_cfg
+
+
+def config_complexity(path: str, shape=None, cfg_options=None) -> dict:
+    scope, model_cfg = _model_cfg(path, cfg_options)
+    init_default_scope(scope)
     model = MODELS.build(model_cfg)
     if scope == 'mmseg':
         hw = _hw(shape, (512, 512))
@@ -196,8 +202,14 @@ def write_json(path: str, configs: Sequence[str], shape, cfg_options
     data['command'] = ('python tools/analysis_tools/get_flops.py CONFIG ... '
                        f'--json {path}')
     data['machine'] = _machine()
+    # Configs that differ only in their schedule (UperNet 80k/160k) have
+    # the same model: counted once.
+    counted = {}
     for config in configs:
-        r = config_complexity(config, shape, cfg_options)
+        key = repr(_model_cfg(config, cfg_options)) + repr(shape)
+        if key not in counted:
+            counted[key] = config_complexity(config, shape, cfg_options)
+        r = counted[key]
         data['configs'][config] = dict(
             params=int(r['params']), flops=int(r['flops']),
             shape=list(r['shape']))
