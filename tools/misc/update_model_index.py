@@ -270,7 +270,7 @@ def zoo_tables(index: Dict[str, dict]) -> str:
     for folder, meta in index.items():
         if folder == 'demo':
             continue
-        out.append(f'#### {ARCHS[folder][0]}\n')
+        out.append(f'### {ARCHS[folder][0]}\n')
         out.append('| config | backbone | attention | params (M) | '
                    'FLOPs (G) | GPU train-step overhead | reference '
                    '(published, not ours) |')
@@ -281,7 +281,7 @@ def zoo_tables(index: Dict[str, dict]) -> str:
             if 'Results' in model:
                 values = ', '.join(f'{k} {v}' for r in model['Results']
                                    for k, v in r['Metrics'].items())
-                source = model['Results Source'].split(',')[0]
+                source = model['Results Source'].split(',')[0].split(' (')[0]
                 reference = f'{values} ({source})'
             out.append(
                 f'| [{model["Name"]}]({model["Config"]}) | '
