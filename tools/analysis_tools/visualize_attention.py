@@ -13,7 +13,8 @@ labels with their scores, labels placed so they do not overlap; and
   gate varies by a few hundredths around its mean, which a shared 0-1 scale
   would show as one flat colour;
 - bottom: the channel-branch weights sigmoid(cweight * GAP(x) + cbias), one
-  per channel of the channel halves, sorted, as bars.
+  per channel of the channel halves, sorted, as bars on an axis that spans
+  the block's own range.
 """
 import argparse
 import os
@@ -167,9 +168,13 @@ def draw_attention(image: np.ndarray, maps: List[tuple], title: str):
         bar.update_ticks()
         ax = axes[1, col]
         ordered = np.sort(channel)[::-1]
-        ax.bar(np.arange(len(ordered)), ordered, width=1.0,
-               color='tab:blue')
-        ax.set_ylim(0, 1)
+        # The axis spans this block's own range: trained gates differ by a
+        # few hundredths, which bars from 0 would show as one flat block.
+        spread = max(float(ordered[0] - ordered[-1]), 1e-3)
+        bottom = max(float(ordered[-1]) - 0.1 * spread, 0.)
+        ax.bar(np.arange(len(ordered)), ordered - bottom, bottom=bottom,
+               width=1.0, color='tab:blue')
+        ax.set_ylim(bottom, min(float(ordered[0]) + 0.1 * spread, 1.))
         ax.set_xlim(-0.5, len(ordered) - 0.5)
         ax.set_title(f'{block}.sa channel weights, sorted', fontsize=9)
         ax.set_xlabel(f'{len(ordered)} channels (channel halves)',
