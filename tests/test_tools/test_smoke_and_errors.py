@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / 'tests' / 'test_e2e'))
 from e2e_utils import DET_CONFIGS, SEG_CONFIG, run_tool  # noqa: E402
 
-COCO_CONFIG = ROOT / 'configs' / 'mask_rcnn' / 'mask-rcnn_r50-sa_fpn_1x_coco.py'
+COCO_CONFIG = (ROOT / 'configs' / 'mask_rcnn' /
+               'mask-rcnn_r50-sa_fpn_1x_coco.py')
 
 
 @pytest.mark.parametrize('path', [DET_CONFIGS['faster_rcnn'], SEG_CONFIG,
