@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_support import nc_p_strides, plan_tiles
+from .triton_support import nc_p_strides, on_device, plan_tiles
 
 
 @triton.jit
@@ -422,5 +422,6 @@ def sa_triton(x: torch.Tensor, groups: int, cweight: torch.Tensor,
     kernels; same contract as :func:`~mmsa.ops.sa_reference`, the output in
     ``x``'s dtype and memory format. Callers check
     :func:`~mmsa.ops.triton_support.triton_unsupported` first."""
-    return SATriton.apply(x, residual, groups, eps, cweight, cbias, sweight,
-                          sbias, gn_weight, gn_bias)
+    with on_device(x):
+        return SATriton.apply(x, residual, groups, eps, cweight, cbias,
+                              sweight, sbias, gn_weight, gn_bias)

@@ -131,7 +131,7 @@ def test_triton_sa_merges_statistics_of_split_planes(layout):
     come from several chunks, merged exactly (Chan's formula)."""
     shape = (1, 4, 50, 51)
     p = shape[2] * shape[3]
-    with mock.patch.object(support, '_multiprocessors', return_value=64):
+    with mock.patch.object(support, 'programs_wanted', return_value=256):
         plan = support.plan_tiles(torch.device('cpu'), 1, 4, p,
                                   1 if layout == 'channels_last' else p)
         assert plan[2] > 1, plan  # the planes are split
@@ -252,9 +252,10 @@ def test_triton_gate_splits_channels_of_a_group_across_programs():
     """More programs wanted than (sample, group, p-block) triples: each
     group's channels are cut into chunks whose spatial-gate gradients are
     summed afterwards."""
+    from mmsa.ops import triton_gate
     gen = torch.Generator().manual_seed(3)
-    x = torch.randn(1, 64, 3, 3, generator=gen)
-    gs = torch.rand(1, 2, 3, 3, generator=gen)
+    x = torch.randn(1, 64, 16, 17, generator=gen)
+    gs = torch.rand(1, 2, 16, 17, generator=gen)
     gc = torch.rand(1, 64, generator=gen)
     grad_out = torch.randn(x.shape, generator=gen)
 
@@ -264,7 +265,8 @@ def test_triton_gate_splits_channels_of_a_group_across_programs():
         apply_gates(*ins, impl=impl).backward(grad_out.to(dt))
         return [t.grad for t in ins]
 
-    with mock.patch.object(support, '_multiprocessors', return_value=64):
+    with mock.patch.object(support, 'programs_wanted', return_value=256):
+        assert triton_gate._plan(x, x.stride(1), 2)[3] > 1  # chunks
         got = run('triton', torch.float32)
     for a, b in zip(got, run('reference', torch.float64)):
         _assert_matches(a, b, torch.float32, 'gradient')
