@@ -395,8 +395,8 @@ class SATriton(torch.autograd.Function):
         dr = torch.empty_like(y) if write_dr else None
         _sa_backward_dx_kernel[plan.grid_tiles](
             x, x if y is None else y, grad_y, dx, dx if dr is None else dr,
-            pivot, smean, rstd, part_d, part_dx, sum_d, sum_dx, cw, cb, sw, sb, gw,
-            gb, c, k, p, *sx, *sy, *sg, *nc_p_strides(dx),
+            pivot, smean, rstd, part_d, part_dx, sum_d, sum_dx, cw, cb, sw, sb,
+            gw, gb, c, k, p, *sx, *sy, *sg, *nc_p_strides(dx),
             *(nc_p_strides(dr) if dr is not None else (0, 0, 0)),
             plan.splits, HAS_RELU=relu, WRITE_DR=write_dr,
             BLOCK_C=plan.block_c, BLOCK_P=plan.block_p,
@@ -404,7 +404,8 @@ class SATriton(torch.autograd.Function):
         grads = [torch.empty(k, **f32) for _ in range(6)]
         block_k = triton.next_power_of_2(k)
         _sa_param_grads_kernel[(1, )](
-            sum_d, sum_dx, pivot, smean, rstd, sw, gw, gb, *grads, k, n * groups,
+            sum_d, sum_dx, pivot, smean, rstd, sw, gw, gb, *grads, k,
+            n * groups,
             BLOCK_G=max(1, min(triton.next_power_of_2(n * groups),
                                2048 // block_k)),
             BLOCK_K=block_k)

@@ -305,7 +305,8 @@ def test_triton_path_falls_back_with_one_log_line_per_reason():
         messages = [c.args[0] for c in log.call_args_list]
         assert len(messages) == 2, messages  # one for SA, one for the gate
         assert all(reason in m for m in messages), messages
-        ref = apply_shuffle_attention(x, 2, *sa.parameters(), impl='reference')[0]
+        ref = apply_shuffle_attention(x, 2, *sa.parameters(),
+                                      impl='reference')[0]
         assert torch.equal(out, ref)
 
 
@@ -316,7 +317,8 @@ def test_kernels_step_aside_under_export_and_compile():
     x = torch.randn(1, 16, 3, 3)
     import mmsa.ops.shuffle_attention as sa_ops
     with mock.patch.object(sa_ops, 'is_exporting', return_value=True):
-        out, path = apply_shuffle_attention(x, 2, *sa.parameters(), impl='triton')
+        out, path = apply_shuffle_attention(x, 2, *sa.parameters(),
+                                            impl='triton')
     assert path == 'reference'
     traced = torch.jit.trace(sa, x, check_trace=False)
     assert 'triton' not in str(traced.inlined_graph).lower()
@@ -358,4 +360,3 @@ def test_triton_block_ends_match_reference_in_resnet18(attention):
     assert _relative_error(dx, ref_dx.double()) <= 1e-4
     for name, ref in ref_grads.items():
         assert _relative_error(grads[name], ref.double()) <= 1e-4, name
-
