@@ -130,6 +130,36 @@ def test_resume_after_kill_gives_same_weights_and_metrics(tiny_data,
         read_json(cut / 'finished.json')['metrics']
 
 
+@pytest.mark.slow
+def test_checkpoint_the_disk_cannot_hold_is_one_line_and_removed(tiny_data,
+                                                                 tmp_path):
+    """A file size limit stands in for a full disk: the write fails the
+    same way (EFBIG instead of ENOSPC) after a partial file is written."""
+    import resource
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an error, not a kill
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, 2**20))
+
+    work = tmp_path / 'work'
+    result = subprocess.run(
+        [sys.executable, 'tools/train.py', str(DET_CONFIGS['faster_rcnn']),
+         '--work-dir', str(work), '--cfg-options', *data_options(tiny_data),
+         *SHORT_DET], cwd=ROOT, capture_output=True, text=True, timeout=900,
+        env={**os.environ, 'OMP_NUM_THREADS': '2'},
+        preexec_fn=limit_file_size)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines()
+              if line.startswith('error:')]
+    assert errors == [
+        f'error: OSError: File too large while writing in {work}; removed '
+        f'the incomplete {work}/epoch_1.pth; no checkpoint was complete '
+        f'yet; free space (or raise the quota or file size limit) and '
+        f'continue the run with --resume'], result.stderr[-3000:]
+    assert not list(work.glob('*.pth'))
+    assert read_json(work / 'failed.json')['error'] == 'OSError'
+
+
 @pytest.mark.parametrize('damage,expected', [
     ('missing_image', 'image file {root}/coco/val/val_00003.jpg'),
     ('bad_json', 'annotation file {root}/coco/annotations/'
