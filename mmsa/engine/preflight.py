@@ -27,7 +27,7 @@ from mmengine.logging import print_log
 # one, classes not in metainfo) loses far more.
 MAX_DROP_RATIO = 0.01
 IMAGE_KEYS = ('id', 'file_name', 'height', 'width')
-ANNOTATION_KEYS = ('image_id', 'category_id', 'bbox', 'area')
+ANNOTATION_KEYS = ('id', 'image_id', 'category_id', 'bbox', 'area')
 DROP_REASONS = {
     'outside': 'outside their image',
     'invalid': 'with width or height < 1 px (or area <= 0)',
@@ -166,7 +166,17 @@ def count_drops(data: dict, ann_file: str, where: str,
     ``filter_data`` (``filter_empty_gt``: images without an annotation of
     the classes; ``min_size``). The first matching reason is counted.
     """
-    images = {image['id']: image for image in data['images']}
+    images = {}
+    for i, image in enumerate(data['images']):
+        if image['id'] in images:
+            # pycocotools keeps the last entry of an id, silently
+            raise DatasetError(
+                f'{where}: images[{i}] of {ann_file} ({image["file_name"]}) '
+                f'reuses the id {image["id"]!r} of '
+                f'{images[image["id"]]["file_name"]}; image ids must be '
+                f'unique')
+        images[image['id']] = image
+    ann_ids = set()
     known = {c.get('id') for c in data['categories'] if isinstance(c, dict)
              and (classes is None or c.get('name') in classes)}
     dropped: Counter = Counter()
@@ -182,6 +192,12 @@ def count_drops(data: dict, ann_file: str, where: str,
             raise DatasetError(
                 f'{where}: {entry} has no {", ".join(missing)}; every '
                 f'annotation needs {", ".join(ANNOTATION_KEYS)}')
+        if ann['id'] in ann_ids:
+            # mmdet asserts this deep inside the dataset's construction
+            raise DatasetError(f'{where}: {entry} reuses the annotation id '
+                               f'{ann["id"]!r}; annotation ids must be '
+                               f'unique')
+        ann_ids.add(ann['id'])
         box = ann['bbox']
         if not (isinstance(box, (list, tuple)) and len(box) == 4 and all(
                 isinstance(v, (int, float)) for v in box)):

@@ -160,6 +160,12 @@ def test_validation_drops_are_reported_not_enforced(coco, warnings):
      r'annotations\[4\] of .*instances_train.json has no area'),
     (lambda d: d['annotations'][1].update(bbox=[1, 2, 3]),
      r'annotations\[1\] of .* has bbox=\[1, 2, 3\]; a COCO box is '),
+    (lambda d: d['annotations'][3].update(id=d['annotations'][2]['id']),
+     r'annotations\[3\] of .* reuses the annotation id \d+; annotation '
+     r'ids must be unique'),
+    (lambda d: d['images'][6].update(id=d['images'][1]['id']),
+     r'images\[6\] of .*instances_train.json \(train_00006.jpg\) reuses '
+     r'the id 1 of train_00001.jpg; image ids must be unique'),
 ])
 def test_malformed_entries_are_one_error_naming_the_entry(coco, damage,
                                                           message):
