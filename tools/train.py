@@ -11,8 +11,9 @@ from mmengine.config import DictAction
 
 import mmsa  # noqa: F401  (registration; safe checkpoint loading)
 from mmsa.engine import check_datasets, clear_run_state
-from mmsa.engine.cli import (build_runner, load_config, run_cli,
-                             set_launcher, set_work_dir)
+from mmsa.engine.cli import (build_runner, is_main_process, load_config,
+                             run_cli, set_launcher, set_work_dir)
+from mmsa.engine.workdir import lock_work_dir
 
 STATE = {}
 
@@ -50,6 +51,10 @@ def main():
     cfg = load_config(args.config, args.cfg_options)
     set_launcher(cfg, args.launcher)
     set_work_dir(cfg, args.work_dir, args.config)
+    if is_main_process():
+        # before anything is written there, so a refused run leaves the
+        # other run's work dir untouched (not even failed.json)
+        lock_work_dir(cfg.work_dir)
     STATE['work_dir'] = cfg.work_dir
     clear_run_state(cfg.work_dir)
 
