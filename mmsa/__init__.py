@@ -6,10 +6,12 @@ mm config makes mmsa's types nameable.
 """
 from . import attention, engine, models  # noqa: F401  (registration)
 from .attention import build_attention
-from .utils.checkpoint import allow_mmengine_checkpoint_types
+from .utils.checkpoint import register_checkpoint_loaders
 from .version import __version__
 
-# mmengine's own checkpoints (resume) load under weights_only=True.
-allow_mmengine_checkpoint_types()
+# Every checkpoint mmengine reads for a config (load_from, resume,
+# Pretrained init, open-mmlab://) loads weights-only, mmengine's own types
+# included, on every supported torch.
+register_checkpoint_loaders()
 
 __all__ = ['__version__', 'build_attention']
