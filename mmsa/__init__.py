@@ -4,10 +4,14 @@
 ``custom_imports = dict(imports=['mmsa'], allow_failed_imports=False)`` in any
 mm config makes mmsa's types nameable.
 """
-from . import attention, engine, models  # noqa: F401  (registration)
-from .attention import build_attention
-from .utils.checkpoint import register_checkpoint_loaders
-from .version import __version__
+from .utils.compat import check_floors
+
+check_floors()  # one clear line for a torch or numpy older than tested
+
+from . import attention, engine, models  # noqa: F401,E402  (registration)
+from .attention import build_attention  # noqa: E402
+from .utils.checkpoint import register_checkpoint_loaders  # noqa: E402
+from .version import __version__  # noqa: E402
 
 # Every checkpoint mmengine reads for a config (load_from, resume,
 # Pretrained init, open-mmlab://) loads weights-only, mmengine's own types

@@ -13,7 +13,7 @@ import torch
 
 __all__ = [
     'is_compiling', 'is_exporting', 'is_autocast_enabled',
-    'safe_globals_accept_names', 'numpy_pickle_functions'
+    'safe_globals_accept_names', 'numpy_pickle_functions', 'check_floors'
 ]
 
 if hasattr(torch, 'compiler') and hasattr(torch.compiler, 'is_compiling'):
@@ -97,3 +97,26 @@ def numpy_pickle_functions() -> Tuple[Callable, Callable]:
     reconstruct = np.zeros(1).__reduce__()[0]
     scalar = np.float64(0).__reduce__()[0]
     return reconstruct, scalar
+
+
+# The oldest releases CI tests (requirements/compat.txt); setup.py states
+# the same floors.
+TORCH_FLOOR = '2.1'
+NUMPY_FLOOR = '1.26.0'
+
+
+def check_floors() -> None:
+    """Stop ``import mmsa`` with one line where torch or numpy is older than
+    anything mmsa is tested with, instead of an AttributeError later.
+
+    Raises:
+        ImportError: Naming the installed version and the upgrade.
+    """
+    if torch.__version__ < TORCH_FLOOR:  # TorchVersion compares releases
+        raise ImportError(
+            f'mmsa needs torch >= {TORCH_FLOOR}, found {torch.__version__}; '
+            f"upgrade it: pip install 'torch>={TORCH_FLOOR}'")
+    if np.lib.NumpyVersion(np.__version__) < NUMPY_FLOOR:
+        raise ImportError(
+            f'mmsa needs numpy >= {NUMPY_FLOOR}, found {np.__version__}; '
+            f"upgrade it: pip install 'numpy>={NUMPY_FLOOR}'")
