@@ -9,7 +9,7 @@ from ..ops.shuffle_attention import (channel_shuffle, log_fallback_once,
                                      sa_fused_if_supported,
                                      sa_fused_unsupported, sa_reference)
 from ..registry import register_attention
-from ..utils.compat import is_compiling
+from ..utils.compat import is_compiling, is_exporting
 from .utils import check_groups, module_repr
 
 __all__ = ['ShuffleAttention', 'channel_shuffle']
@@ -119,7 +119,7 @@ class ShuffleAttention(BaseModule):
         identity and applies the ReLU in SA's own element-wise pass, which
         saves the block two passes over the tensor (and its backward one).
         """
-        if is_compiling():
+        if is_compiling() or is_exporting():
             out = sa_reference(*self._args(x))
         else:
             if self.impl != 'reference':
