@@ -40,7 +40,7 @@ test-compat: setup-compat
 	@PYTHONPATH='$(CURDIR)' $(COMPAT_VENV)/bin/python -m pytest \
 	    -p no:cacheprovider $(COMPAT_TESTS) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then \
-	    echo 'make test-compat: pytest collected no tests (exit 5): failing' >&2; \
+	    echo 'make test-compat: no tests collected (exit 5): failing' >&2; \
 	fi; exit $$rc
 
 test-fast: setup

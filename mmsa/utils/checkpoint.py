@@ -130,8 +130,8 @@ def _checkpoint_globals() -> Dict[str, Any]:
 def allow_mmengine_checkpoint_types() -> bool:
     """Allow-list the types in mmengine's checkpoints for ``weights_only``.
 
-    Adds mmsa's allow-list (:func:`_checkpoint_globals`) to ``torch.serialization``'s safe globals
-    where torch can take them under their pickled names (torch 2.6 and
+    Adds mmsa's allow-list (:func:`_checkpoint_globals`) to torch's safe
+    globals where torch can take them under their pickled names (torch 2.6 and
     later), so that also a plain ``torch.load`` of an mmengine checkpoint
     works under torch's weights-only default. Idempotent.
 
@@ -141,8 +141,9 @@ def allow_mmengine_checkpoint_types() -> bool:
     """
     if not safe_globals_accept_names():
         return False
-    torch.serialization.add_safe_globals(
-        [(obj, name) for name, obj in _checkpoint_globals().items()])
+    torch.serialization.add_safe_globals([
+        (obj, name) for name, obj in _checkpoint_globals().items()
+    ])
     return True
 
 
@@ -200,8 +201,8 @@ _RESTRICTED_PICKLE.load = _restricted_load
 def _torch_forces_weights_only() -> bool:
     # torch refuses a pickle_module while this is set, and enforces its own
     # (stricter) weights-only load instead.
-    return os.environ.get('TORCH_FORCE_WEIGHTS_ONLY_LOAD', '0').lower() in (
-        '1', 'y', 'yes', 'true')
+    return os.environ.get('TORCH_FORCE_WEIGHTS_ONLY_LOAD',
+                          '0').lower() in ('1', 'y', 'yes', 'true')
 
 
 def _torch_load(file: Union[str, IO[bytes]], map_location: Any) -> Any:
@@ -266,8 +267,9 @@ def safe_load(file: Union[str, os.PathLike, IO[bytes]],
     try:
         return _torch_load(file, map_location)
     except pickle.UnpicklingError as err:
-        refused = re.search(r'GLOBAL ([\w.]+)|unrecognized function '
-                            r'`?([\w.]+)', str(err))
+        refused = re.search(
+            r'GLOBAL ([\w.]+)|unrecognized function '
+            r'`?([\w.]+)', str(err))
         if refused is None:
             raise _unreadable(name, size, head, err) from err
         named = refused.group(1) or refused.group(2)
@@ -406,8 +408,7 @@ def load_from_torchvision(filename: str, map_location: Any = None) -> Any:
     """``torchvision://NAME`` (and the old ``modelzoo://NAME``)."""
     from mmengine.runner.checkpoint import get_torchvision_models
     model_name = filename.split('://', 1)[1]
-    return load_from_http(get_torchvision_models()[model_name],
-                          map_location)
+    return load_from_http(get_torchvision_models()[model_name], map_location)
 
 
 def load_from_openmmlab(filename: str, map_location: Any = None) -> Any:
@@ -436,8 +437,8 @@ def load_from_ceph(filename: str,
                    backend: str = 'petrel') -> Any:
     """``s3://`` and ``petrel://`` through mmengine's file backend."""
     from mmengine.fileio import get_file_backend
-    data = get_file_backend(filename, backend_args=dict(
-        backend=backend)).get(filename)
+    data = get_file_backend(filename,
+                            backend_args=dict(backend=backend)).get(filename)
     with io.BytesIO(data) as buffer:
         return safe_load(buffer, map_location, name=filename)
 

@@ -145,7 +145,7 @@ def test_every_torch_load_in_mmsa_reads_weights_only():
     """Each call passes weights_only=True or mmsa's restricted unpickler."""
     calls = []
     for file in list(MMSA.rglob('*.py')) + list(
-            (MMSA.parent / 'tools').rglob('*.py')):
+        (MMSA.parent / 'tools').rglob('*.py')):
         for node in ast.walk(ast.parse(file.read_text())):
             if (isinstance(node, ast.Call)
                     and isinstance(node.func, ast.Attribute)
@@ -204,7 +204,7 @@ def _train_and_save(work_dir: Path, max_epochs: int, resume: bool = False):
 
 
 def test_mmengine_checkpoint_resumes_through_mmsa(tmp_path, monkeypatch,
-                                                 load_path):
+                                                  load_path):
     monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
     _train_and_save(tmp_path, max_epochs=1)
     loaded = safe_load(tmp_path / 'epoch_1.pth')
@@ -399,6 +399,9 @@ def test_every_mmengine_checkpoint_scheme_reads_through_mmsa():
     from mmengine.runner.checkpoint import CheckpointLoader
     schemes = CheckpointLoader._schemes
     assert len(schemes) >= 11  # mmengine 0.10.7 has 11 prefixes
-    unsafe = {p: f.__module__ for p, f in schemes.items()
-              if f.__module__ != checkpoint_module.__name__}
+    unsafe = {
+        p: f.__module__
+        for p, f in schemes.items()
+        if f.__module__ != checkpoint_module.__name__
+    }
     assert not unsafe, f'schemes still read by mmengine: {unsafe}'

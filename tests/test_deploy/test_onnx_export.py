@@ -75,8 +75,7 @@ def test_attention_exports_to_onnx_and_matches_onnxruntime(tmp_path, name):
         pytest.skip(f'{name} needs mmcv, which is not installed')
     # 256 channels fit every module's defaults (SA's 64 groups need 128k)
     module = randomize_(build_attention(dict(type=name), in_channels=256))
-    _export_and_compare(module, (2, 256, 12, 10),
-                        tmp_path / f'{name}.onnx')
+    _export_and_compare(module, (2, 256, 12, 10), tmp_path / f'{name}.onnx')
 
 
 def test_sa_kernel_steps_aside_while_exporting(tmp_path):
@@ -97,8 +96,7 @@ def test_attn_resnet_with_sa_exports_to_onnx(tmp_path):
     _needs('mmdet')
     from mmsa.models.backbones.det_resnet import AttnResNet
     model = randomize_(AttnResNet(depth=50, attention=dict(type='SA')))
-    _export_and_compare(model, (1, 3, 64, 64),
-                        tmp_path / 'attn_resnet.onnx')
+    _export_and_compare(model, (1, 3, 64, 64), tmp_path / 'attn_resnet.onnx')
 
 
 def test_attn_resnet_v1c_with_sa_exports_to_onnx(tmp_path):

@@ -14,8 +14,9 @@ from mmsa.utils import compat
 def _pickled_globals(obj) -> list:
     """(module, name) of every global a protocol-2 pickle of obj names."""
     return [
-        tuple(arg.split(' ')) for op, arg, _ in pickletools.genops(
-            pickle.dumps(obj, protocol=2)) if op.name == 'GLOBAL'
+        tuple(arg.split(' '))
+        for op, arg, _ in pickletools.genops(pickle.dumps(obj, protocol=2))
+        if op.name == 'GLOBAL'
     ]
 
 
