@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 COMPAT_VENV ?= .venv-torch21
 # What runs without mmcv; tests in them that need mmdet/mmseg/mmcv skip.
 COMPAT_TESTS ?= tests/test_attention tests/test_ops tests/test_converters \
-	tests/test_utils \
+	tests/test_utils tests/test_foundation/test_setup_compat_env.py \
 	tests/test_deploy
 
 .PHONY: setup setup-compat demo test test-compat test-fast clean-venv
