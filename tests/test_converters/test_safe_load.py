@@ -115,6 +115,24 @@ def test_non_checkpoint_file_gives_a_readable_error(tmp_path, load_path):
     assert str(path) in str(err.value)
 
 
+@pytest.mark.parametrize('zipped', [True, False])
+def test_weights_load_in_both_torch_formats(tmp_path, load_path, zipped):
+    """torch.save's zip format (torch >= 1.6) and the older plain pickle,
+    in which e.g. torchvision's ImageNet ResNets were published."""
+    gen = torch.Generator().manual_seed(0)
+    state = dict(w=torch.randn(3, 4, generator=gen), step=torch.tensor(7),
+                 half=torch.randn(5, generator=gen).half())
+    path = tmp_path / 'weights.pth'
+    torch.save(dict(state_dict=state, meta=dict(epoch=3, lr=0.1)), path,
+               _use_new_zipfile_serialization=zipped)
+    loaded = safe_load(str(path))
+    assert loaded['meta'] == dict(epoch=3, lr=0.1)
+    assert loaded['state_dict'].keys() == state.keys()
+    for key, value in state.items():
+        assert loaded['state_dict'][key].dtype == value.dtype
+        assert torch.equal(loaded['state_dict'][key], value)
+
+
 def test_empty_checkpoint_names_the_file_and_what_to_do(tmp_path):
     path = tmp_path / 'epoch_3.pth'
     path.write_bytes(b'')
