@@ -87,6 +87,18 @@ def test_sa_kernel_steps_aside_while_exporting(tmp_path):
     assert domains <= {'', 'ai.onnx'}, domains
 
 
+def _with_random_attention(model: nn.Module) -> nn.Module:
+    """The backbone's own initialisation, its attention modules randomised
+    (SA's zero init would make half of its math vanish); random weights
+    everywhere would overflow float32 through 50 layers."""
+    model.init_weights()
+    classes = tuple(c for c in ATTENTIONS.values() if hasattr(c, 'forward'))
+    for module in model.modules():
+        if isinstance(module, classes):
+            randomize_(module)
+    return model
+
+
 def _needs(package: str) -> None:
     if importlib.util.find_spec(package) is None:
         pytest.skip(f'{package} is not installed')
@@ -95,14 +107,16 @@ def _needs(package: str) -> None:
 def test_attn_resnet_with_sa_exports_to_onnx(tmp_path):
     _needs('mmdet')
     from mmsa.models.backbones.det_resnet import AttnResNet
-    model = randomize_(AttnResNet(depth=50, attention=dict(type='SA')))
+    model = _with_random_attention(
+        AttnResNet(depth=50, attention=dict(type='SA')))
     _export_and_compare(model, (1, 3, 64, 64), tmp_path / 'attn_resnet.onnx')
 
 
 def test_attn_resnet_v1c_with_sa_exports_to_onnx(tmp_path):
     _needs('mmseg')
     from mmsa.models.backbones.seg_resnet import AttnResNetV1c
-    model = randomize_(AttnResNetV1c(depth=50, attention=dict(type='SA')))
+    model = _with_random_attention(
+        AttnResNetV1c(depth=50, attention=dict(type='SA')))
     _export_and_compare(model, (1, 3, 64, 64),
                         tmp_path / 'attn_resnet_v1c.onnx')
 
@@ -110,5 +124,5 @@ def test_attn_resnet_v1c_with_sa_exports_to_onnx(tmp_path):
 def test_van_exports_to_onnx(tmp_path):
     _needs('mmcv')
     from mmsa.models import VAN
-    model = randomize_(VAN())
+    model = _with_random_attention(VAN())
     _export_and_compare(model, (1, 3, 64, 64), tmp_path / 'van.onnx')
