@@ -254,9 +254,10 @@ def safe_load(file: Union[str, os.PathLike, IO[bytes]],
         file = osp.expanduser(os.fspath(file))
         name = name or file
         if not osp.isfile(file):
+            where = '' if osp.isabs(file) else \
+                f' (relative paths start at {os.getcwd()})'
             raise FileNotFoundError(
-                f'checkpoint {name} does not exist (relative paths start at '
-                f'{os.getcwd()}); check the path')
+                f'checkpoint {name} does not exist{where}; check the path')
     name = name or repr(file)
     size, head = _size_and_head(file)
     if size == 0:

@@ -133,6 +133,20 @@ def test_weights_load_in_both_torch_formats(tmp_path, load_path, zipped):
         assert torch.equal(loaded['state_dict'][key], value)
 
 
+def test_missing_checkpoint_names_the_path_and_where_relative_ones_start(
+        tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as err:
+        safe_load('work_dirs/epoch_9.pth')
+    assert str(err.value) == (
+        f'checkpoint work_dirs/epoch_9.pth does not exist (relative paths '
+        f'start at {tmp_path}); check the path')
+    with pytest.raises(FileNotFoundError) as err:
+        safe_load(str(tmp_path / 'epoch_9.pth'))
+    assert str(err.value) == (
+        f'checkpoint {tmp_path}/epoch_9.pth does not exist; check the path')
+
+
 def test_empty_checkpoint_names_the_file_and_what_to_do(tmp_path):
     path = tmp_path / 'epoch_3.pth'
     path.write_bytes(b'')
