@@ -4,8 +4,10 @@ mmengine's own (resume) checkpoints still load."""
 import ast
 import pickle
 import shutil
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -120,10 +122,12 @@ def test_weights_load_in_both_torch_formats(tmp_path, load_path, zipped):
     """torch.save's zip format (torch >= 1.6) and the older plain pickle,
     in which e.g. torchvision's ImageNet ResNets were published."""
     gen = torch.Generator().manual_seed(0)
-    state = dict(w=torch.randn(3, 4, generator=gen), step=torch.tensor(7),
+    state = dict(w=torch.randn(3, 4, generator=gen),
+                 step=torch.tensor(7),
                  half=torch.randn(5, generator=gen).half())
     path = tmp_path / 'weights.pth'
-    torch.save(dict(state_dict=state, meta=dict(epoch=3, lr=0.1)), path,
+    torch.save(dict(state_dict=state, meta=dict(epoch=3, lr=0.1)),
+               path,
                _use_new_zipfile_serialization=zipped)
     loaded = safe_load(str(path))
     assert loaded['meta'] == dict(epoch=3, lr=0.1)
@@ -145,6 +149,43 @@ def test_missing_checkpoint_names_the_path_and_where_relative_ones_start(
         safe_load(str(tmp_path / 'epoch_9.pth'))
     assert str(err.value) == (
         f'checkpoint {tmp_path}/epoch_9.pth does not exist; check the path')
+
+
+def _renamed_globals(path: Path, old: bytes, new: bytes) -> None:
+    """Rewrite the module of a pickled global, as another numpy names it
+    (protocol 2 writes GLOBAL as text lines)."""
+    with zipfile.ZipFile(path) as src:
+        members = [(info.filename, src.read(info)) for info in src.infolist()]
+    with zipfile.ZipFile(path, 'w', zipfile.ZIP_STORED) as dst:
+        for name, data in members:
+            if name.endswith('data.pkl'):
+                assert b'c' + old + b'\n' in data
+                data = data.replace(b'c' + old + b'\n', b'c' + new + b'\n')
+            dst.writestr(name, data)
+
+
+@pytest.mark.parametrize('written_by', ['numpy 1', 'numpy 2'])
+def test_numpy_values_load_whichever_numpy_wrote_them(tmp_path, load_path,
+                                                      written_by):
+    """numpy 2 pickles arrays under numpy._core, numpy 1 under numpy.core;
+    resume and Pretrained must not depend on which one saved the file."""
+    gen = np.random.default_rng(0)
+    values = dict(array=gen.standard_normal(5),
+                  scalar=np.float64(gen.random()))
+    path = tmp_path / 'hub.pth'
+    torch.save(values, path)
+    names = (b'numpy.core.multiarray', b'numpy._core.multiarray')
+    with zipfile.ZipFile(path) as src:
+        pickled = next(
+            src.read(n) for n in src.namelist() if n.endswith('data.pkl'))
+    mine = names[1] if b'c' + names[1] + b'\n' in pickled else names[0]
+    wanted = names[0] if written_by == 'numpy 1' else names[1]
+    if wanted != mine:
+        _renamed_globals(path, mine, wanted)
+    loaded = safe_load(str(path))
+    np.testing.assert_array_equal(loaded['array'], values['array'])
+    assert loaded['scalar'] == values['scalar']
+    assert type(loaded['scalar']) is np.float64
 
 
 def test_empty_checkpoint_names_the_file_and_what_to_do(tmp_path):
