@@ -272,7 +272,8 @@ def safe_load(file: Union[str, os.PathLike, IO[bytes]],
             r'GLOBAL ([\w.]+)|unrecognized function '
             r'`?([\w.]+)', str(err))
         if refused is None:
-            raise _unreadable(name, size, head, err) from err
+            # from None: torch's text advises weights_only=False
+            raise _unreadable(name, size, head, err) from None
         named = refused.group(1) or refused.group(2)
         if '.' not in named:  # newer torch names builtins without module
             named = f'builtins.{named}'
@@ -301,7 +302,11 @@ def safe_load(file: Union[str, os.PathLike, IO[bytes]],
 
 def _unreadable(name: str, size: int, head: bytes,
                 err: BaseException) -> UnreadableCheckpointError:
-    detail = (str(err).strip().splitlines() or [''])[0]
+    # torch >= 2.6 wraps the reason in advice to load with
+    # weights_only=False; only the reason is kept
+    reason = re.search(r'WeightsUnpickler error:\s*(\S.*)', str(err))
+    detail = reason.group(1) if reason else \
+        (str(err).strip().splitlines() or [''])[0]
     detail = f'{type(err).__name__}: {detail}' if detail else \
         type(err).__name__
     if head == _ZIP_MAGIC or isinstance(err, EOFError) or \
