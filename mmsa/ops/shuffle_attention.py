@@ -14,6 +14,7 @@ composition every kernel is tested against and falls back to, and
 :func:`apply_shuffle_attention` the one dispatcher that picks among
 them.
 """
+import importlib
 from typing import Optional, Tuple
 
 import torch
@@ -24,7 +25,8 @@ from .dispatch import log_fallback_once
 from .triton_support import load_kernels, triton_unsupported
 
 try:
-    from . import _sa_cpu as _ext
+    # (``from . import`` would blame a circular import for a missing file)
+    _ext = importlib.import_module('._sa_cpu', __package__)
     _EXT_ERROR = ''
 except ImportError as err:  # not built: no compiler, isolated build, ...
     _ext = None
