@@ -9,9 +9,11 @@ PYTEST_ARGS ?=
 # numpy 1.26.4, opencv 4.11, mmengine 0.10.7; no mmcv, mmdet or mmseg).
 COMPAT_VENV ?= .venv-torch21
 # What runs without mmcv; tests in them that need mmdet/mmseg/mmcv skip.
+# Triton 2.1's interpreter cannot run CPU tensors: there the kernels are
+# checked by test_triton_compile (lowered to TTIR), not by the interpreter.
 COMPAT_TESTS ?= tests/test_attention tests/test_ops tests/test_converters \
 	tests/test_utils tests/test_foundation/test_setup_compat_env.py \
-	tests/test_deploy
+	tests/test_deploy --ignore=tests/test_ops/test_triton_kernels.py
 
 .PHONY: setup setup-compat demo test test-compat test-fast clean-venv
 
