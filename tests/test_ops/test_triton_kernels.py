@@ -63,18 +63,20 @@ def _layout(x: torch.Tensor, layout: str) -> torch.Tensor:
     return x.contiguous()
 
 
-def _run_sa(sa, x, residual, grad_out, impl):
-    sa = sa.train()
-    sa.impl = impl
-    sa.zero_grad(set_to_none=True)
+def _run(module, x, identity, grad_out, impl):
+    """Forward with ``impl`` (SA: the path it reports must be that one),
+    backward of ``grad_out``: output, input, parameter and identity
+    gradients."""
+    module.impl = impl
+    module.zero_grad(set_to_none=True)
     x = x.detach().clone().requires_grad_()
-    res = None if residual is None else residual.detach().clone(
+    idt = None if identity is None else identity.detach().clone(
     ).requires_grad_()
-    out = sa(x, identity=res)
+    out = module(x, identity=idt)
     out.backward(grad_out.to(out.dtype))
-    assert sa.path == impl
-    grads = {n: p.grad for n, p in sa.named_parameters()}
-    return out.detach(), x.grad, grads, None if res is None else res.grad
+    assert getattr(module, 'path', impl) == impl
+    grads = {n: p.grad for n, p in module.named_parameters()}
+    return out.detach(), x.grad, grads, None if idt is None else idt.grad
 
 
 def _check_sa(shape, groups, dtype=torch.float32, layout='contiguous',
@@ -84,11 +86,11 @@ def _check_sa(shape, groups, dtype=torch.float32, layout='contiguous',
     x = torch.randn(shape, generator=gen) * 2 + 1
     res = torch.randn(shape, generator=gen) if residual else None
     grad_out = torch.randn(shape, generator=gen)
-    out, dx, grads, dres = _run_sa(
+    out, dx, grads, dres = _run(
         copy.deepcopy(sa).to(dtype), _layout(x.to(dtype), layout),
         None if res is None else _layout(res.to(dtype), layout), grad_out,
         'triton')
-    ref_out, ref_dx, ref_grads, ref_dres = _run_sa(
+    ref_out, ref_dx, ref_grads, ref_dres = _run(
         copy.deepcopy(sa).double(), x.double(),
         None if res is None else res.double(), grad_out.double(),
         'reference')
@@ -146,9 +148,8 @@ def test_triton_sa_stays_accurate_far_from_zero_mean():
     sa = randomize_(ShuffleAttention(16, groups=2), seed=3)
     x = torch.randn(2, 16, 9, 7, generator=gen) + 1e4
     grad_out = torch.randn(x.shape, generator=gen)
-    out, dx, grads, _ = _run_sa(copy.deepcopy(sa), x, None, grad_out,
-                                'triton')
-    ref_out, ref_dx, ref_grads, _ = _run_sa(
+    out, dx, grads, _ = _run(copy.deepcopy(sa), x, None, grad_out, 'triton')
+    ref_out, ref_dx, ref_grads, _ = _run(
         copy.deepcopy(sa).double(), x.double(), None, grad_out.double(),
         'reference')
     # out = x * gate with x ~ 1e4: an error of 1e-2 is a gate error of 1e-6
@@ -178,18 +179,6 @@ GATE_MODULES = {
 }
 
 
-def _run_gate_module(module, x, identity, grad_out, impl):
-    module.impl = impl
-    module.zero_grad(set_to_none=True)
-    x = x.detach().clone().requires_grad_()
-    idt = None if identity is None else identity.detach().clone(
-    ).requires_grad_()
-    out = module(x, identity=idt)
-    out.backward(grad_out.to(out.dtype))
-    grads = {n: p.grad for n, p in module.named_parameters()}
-    return out.detach(), x.grad, grads, None if idt is None else idt.grad
-
-
 @pytest.mark.parametrize('name', sorted(GATE_MODULES))
 @pytest.mark.parametrize('layout,identity', [('contiguous', True),
                                              ('contiguous', False),
@@ -203,13 +192,12 @@ def test_triton_gate_modules_match_reference(name, layout, identity):
     x = torch.randn(2, 16, 5, 7, generator=gen)
     idt = torch.randn(x.shape, generator=gen) if identity else None
     grad_out = torch.randn(x.shape, generator=gen)
-    out, dx, grads, didt = _run_gate_module(
+    out, dx, grads, didt = _run(
         copy.deepcopy(module), _layout(x, layout),
         None if idt is None else _layout(idt, layout), grad_out, 'triton')
-    ref = _run_gate_module(copy.deepcopy(module).double(), x.double(),
-                           None if idt is None else idt.double(),
-                           grad_out.double(), 'reference')
-    ref_out, ref_dx, ref_grads, ref_didt = ref
+    ref_out, ref_dx, ref_grads, ref_didt = _run(
+        copy.deepcopy(module).double(), x.double(),
+        None if idt is None else idt.double(), grad_out.double(), 'reference')
     if layout == 'channels_last':
         assert out.is_contiguous(memory_format=torch.channels_last)
     _assert_matches(out, ref_out, torch.float32, 'output')
