@@ -5,6 +5,10 @@ OpenMMLab pins to the extras, so ``pip install -e .`` into an existing
 mmdet/mmseg environment (e.g. a CUDA box) does not reinstall torch or mmcv.
 The fully pinned CPU stack is installed by ``tools/setup_env.sh``.
 
+The floors below are the oldest versions CI tests (``make test-compat``:
+torch 2.1.2, numpy 1.26.4, mmengine 0.10.7 on Python 3.11; the OpenMMLab
+stack at mmcv 2.1.0, mmdet 3.3.0, mmsegmentation 1.2.2), nothing lower.
+
 The fused Shuffle Attention CPU kernel (``mmsa/ops/csrc``) is built when
 torch is importable at build time (``pip install --no-build-isolation``) and
 a C++ compiler with OpenMP is present; otherwise, or if the build fails, mmsa
@@ -59,7 +63,7 @@ def sa_extension() -> dict:
     return dict(ext_modules=[ext], cmdclass={'build_ext': OptionalBuildExt})
 
 
-MM_CORE = ['mmengine>=0.10.0,<1.0', 'mmcv>=2.0.0,<2.2.0']
+MM_CORE = ['mmengine>=0.10.7,<1.0', 'mmcv>=2.1.0,<2.2.0']
 
 setup(
     name='mmsa',
@@ -71,14 +75,14 @@ setup(
     long_description_content_type='text/markdown',
     license='Apache-2.0',
     packages=find_packages(exclude=('configs', 'tools', 'tests')),
-    python_requires='>=3.8',
-    install_requires=['torch>=1.13', 'numpy', 'mmengine>=0.10.0,<1.0'],
+    python_requires='>=3.11',
+    install_requires=['torch>=2.1', 'numpy>=1.26', 'mmengine>=0.10.7,<1.0'],
     extras_require={
-        'det': MM_CORE + ['mmdet>=3.0.0,<3.4', 'pycocotools'],
+        'det': MM_CORE + ['mmdet>=3.3.0,<3.4', 'pycocotools'],
         # mmseg.models imports ftfy and regex without declaring them
-        'seg': MM_CORE + ['mmsegmentation>=1.0.0,<1.3', 'ftfy', 'regex'],
+        'seg': MM_CORE + ['mmsegmentation>=1.2.2,<1.3', 'ftfy', 'regex'],
         'tests': read_requirements('tests.txt') + ['pycocotools'],
-        'all': MM_CORE + ['mmdet>=3.0.0,<3.4', 'mmsegmentation>=1.0.0,<1.3',
+        'all': MM_CORE + ['mmdet>=3.3.0,<3.4', 'mmsegmentation>=1.2.2,<1.3',
                           'ftfy', 'regex', 'pycocotools', 'matplotlib'],
     },
     zip_safe=False,

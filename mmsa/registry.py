@@ -6,14 +6,17 @@ either default scope (``default_scope='mmdet'`` / ``'mmseg'``) finds our types
 through the parent fallback, and mmcv's ``build_plugin_layer`` finds the
 attention modules for stock ``ResNet(plugins=...)``.
 """
+import difflib
+import functools
 import importlib.util
 from typing import Callable, Dict, Optional, Type
 
-from mmengine.registry import MODELS
+from mmengine.registry import MODELS, Registry
 
 __all__ = [
     'MODELS', 'ATTENTIONS', 'register_attention', 'framework_available',
-    'register_unavailable', 'build_model'
+    'register_unavailable', 'build_model', 'UnknownTypeError',
+    'add_type_hints'
 ]
 
 # name -> class, in registration order; the names users may write in
@@ -83,3 +86,65 @@ def build_model(cfg: dict):
                     return MODELS.build(dict(cfg,
                                              type=f'{framework}.{type_}'))
     return MODELS.build(cfg)
+
+
+class UnknownTypeError(KeyError):
+    """A ``type`` no registry in scope knows; the message lists mmsa's
+    attentions and the nearest registered name."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _hint(type_: str, registry: Registry) -> str:
+    names = list(ATTENTIONS)
+    # the registry of the default scope (mmdet's under a runner) and its
+    # parents: every name the failed lookup could have found
+    with registry.switch_scope_and_registry(None) as scoped:
+        while scoped is not None:
+            names += [n for n in scoped.module_dict if n not in names]
+            scoped = scoped.parent
+    near = [n for n in names if n.lower() == type_.lower()] or \
+        difflib.get_close_matches(type_, names, n=1)
+    did_you_mean = f" Did you mean '{near[0]}'?" if near else ''
+    return (f'{did_you_mean} Attention types (mmsa): {", ".join(ATTENTIONS)}'
+            f", e.g. dict(type='SA', groups=64); a type from another "
+            f'package needs it imported first (custom_imports).')
+
+
+def _with_type_hints(build_func: Callable) -> Callable:
+
+    @functools.wraps(build_func)
+    def build(cfg, *args, **kwargs):
+        try:
+            return build_func(cfg, *args, **kwargs)
+        except KeyError as err:
+            type_ = cfg.get('type') if isinstance(cfg, dict) else None
+            message = str(err.args[0]) if err.args else ''
+            # only "this very type is unknown": a KeyError from inside a
+            # constructor, or about a nested type, passes unchanged
+            if isinstance(err, UnknownTypeError) or not isinstance(
+                    type_, str) or not message.startswith(
+                        f'{type_} is not in the '):
+                raise
+            registry = kwargs.get('registry', args[0] if args else MODELS)
+            first = message.split('. ')[0]
+            raise UnknownTypeError(
+                f'{first}.{_hint(type_, registry)}') from None
+
+    build._mmsa_type_hints = True
+    return build
+
+
+def add_type_hints(registry: Registry = MODELS) -> None:
+    """Make ``registry.build`` (and its children's) explain an unknown type.
+
+    mmengine's own message names neither the choices nor a near miss. The
+    children (mmdet's, mmseg's ``MODELS``) copied the root's build function
+    when they were created, so each is wrapped too; registries created later
+    inherit the wrapped one.
+    """
+    if not getattr(registry.build_func, '_mmsa_type_hints', False):
+        registry.build_func = _with_type_hints(registry.build_func)
+    for child in registry.children.values():
+        add_type_hints(child)

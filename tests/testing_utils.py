@@ -50,6 +50,18 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor,
     assert diff <= atol, f'max abs diff {diff:.3g} > {atol}'
 
 
+def assert_close_to_scale(actual: torch.Tensor, expected: torch.Tensor,
+                          rtol: float) -> None:
+    """Max abs difference within ``rtol`` of the expected output's scale
+    (its max magnitude), so float32 rounding is judged relative to the
+    values it rounds."""
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    diff = (actual - expected).abs().max().item()
+    scale = expected.abs().max().item()
+    assert diff <= rtol * scale, \
+        f'max abs diff {diff:.3g} > {rtol:g} * output scale {scale:.3g}'
+
+
 def num_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 

@@ -41,8 +41,11 @@ pip_step() {
 }
 
 stamp_key() {
-    cat "$ROOT"/requirements/*.txt "$ROOT/setup.py" "$0" | sha256sum |
-        cut -d' ' -f1
+    # compat.txt belongs to the other environment (setup_compat_env.sh)
+    local reqs
+    reqs=$(ls "$ROOT"/requirements/*.txt | grep -v '/compat\.txt$')
+    # shellcheck disable=SC2086  # one path a line, no spaces in them
+    cat $reqs "$ROOT/setup.py" "$0" | sha256sum | cut -d' ' -f1
 }
 
 # mmdet/mmseg's model packages import more than `import mmdet` does, and

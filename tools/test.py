@@ -126,9 +126,10 @@ def main():
     if args.out is not None and scope == 'mmseg':
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
+    # the work dir first, so a dataset error is recorded in failed.json
+    os.makedirs(osp.abspath(cfg.work_dir), exist_ok=True)
     check_model(cfg)  # config errors before the runner's dump
     check_datasets(cfg, ['test_dataloader'])
-    os.makedirs(osp.abspath(cfg.work_dir), exist_ok=True)
     runner = build_runner(cfg)
     if args.out is not None and scope != 'mmseg':
         if not args.out.endswith(('.pkl', '.pickle')):

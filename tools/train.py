@@ -12,11 +12,12 @@ from mmengine.config import DictAction
 
 import mmsa  # noqa: F401  (registration; safe checkpoint loading)
 from mmsa.engine import check_datasets, clear_run_state
-from mmsa.engine.cli import (build_runner, load_config, run_cli,
-                             set_launcher, set_work_dir)
+from mmsa.engine.cli import (build_runner, is_main_process, load_config,
+                             run_cli, set_launcher, set_work_dir)
 from mmsa.engine.model_check import check_model
 from mmsa.engine.smoke import make_smoke
 from mmsa.engine.swap import swap_attention
+from mmsa.engine.workdir import lock_work_dir
 
 # mmengine reloads pkg_resources for each mmdet::/mmseg:: base of a config,
 # and setuptools warns of its deprecation on each load: a note for
@@ -76,6 +77,10 @@ def main():
             args.work_dir = osp.join('work_dirs', f'{name}_smoke')
     set_launcher(cfg, args.launcher)
     set_work_dir(cfg, args.work_dir, args.config)
+    if is_main_process():
+        # before anything is written there, so a refused run leaves the
+        # other run's work dir untouched (not even failed.json)
+        lock_work_dir(cfg.work_dir)
     STATE['work_dir'] = cfg.work_dir
     clear_run_state(cfg.work_dir)
 

@@ -60,6 +60,15 @@ class EfficientChannelAttention(GateAttention):
                 f": kernel_size must be an odd int or 'auto'; try "
                 f"kernel_size='auto'")
         check_odd_kernel('ECA', kernel_size, in_channels=in_channels)
+        if kernel_size > in_channels:
+            # The conv slides across the C pooled channels: the taps beyond
+            # them only ever see the zero padding.
+            largest = in_channels if in_channels % 2 else in_channels - 1
+            raise ValueError(
+                f'ECA(in_channels={in_channels}, kernel_size={kernel_size}): '
+                f'kernel_size must not exceed in_channels (the 1-D conv runs '
+                f'across the channels); try kernel_size={largest} or '
+                f"kernel_size='auto' (the paper's rule)")
         self.in_channels = in_channels
         self.kernel_size = kernel_size
         self.conv = nn.Conv1d(

@@ -42,8 +42,8 @@ class ShuffleAttention(BaseModule):
 
     Compatible with ``torch.compile(fullgraph=True)``.
 
-    Implementation (:func:`mmsa.ops.shuffle_attention`): both kernels do
-    one statistics pass and one element-wise pass with the shuffle folded
+    Implementation (:func:`mmsa.ops.apply_shuffle_attention`): both kernels
+    do one statistics pass and one element-wise pass with the shuffle folded
     into the output write. ``impl='auto'`` runs the Triton kernels on CUDA
     (float32/float16/bfloat16, contiguous or channels_last) and the C++
     kernel on CPU (float32/float64; bf16 under autocast is computed in
@@ -123,12 +123,11 @@ class ShuffleAttention(BaseModule):
         block two passes over the tensor (and its backward one).
         """
         check_input(self, x)
-        if is_compiling():  # no attribute writes while dynamo traces
-            return apply_shuffle_attention(*self._args(x), residual=identity,
-                                     impl='reference')[0]
-        out, path = apply_shuffle_attention(*self._args(x), residual=identity,
-                                      impl=self.impl)
-        if self.path != path:  # nn.Module's setattr is slow
+        out, path = apply_shuffle_attention(
+            *self._args(x), residual=identity, impl=self.impl)
+        # no attribute writes while dynamo traces; nn.Module's setattr is
+        # slow, so only on a change
+        if self.path != path and not is_compiling():
             self.path = path
         return out
 

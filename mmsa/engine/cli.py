@@ -8,6 +8,7 @@ import json
 import os
 import os.path as osp
 import sys
+import time
 import traceback
 from typing import Callable, Optional
 
@@ -16,11 +17,13 @@ from mmengine.config import Config
 
 from .hooks import FAILED, write_state
 from .preflight import DatasetError
+from .workdir import DISK_FULL, WorkDirBusyError, disk_full_message
 
 # Errors caused by the user's input (config, files). They end the run with
 # one line; anything else keeps its traceback. MMSA_DEBUG=1 shows all.
 USER_ERRORS = (DatasetError, FileNotFoundError, KeyError, ValueError,
-               TypeError, ImportError, json.JSONDecodeError)
+               TypeError, ImportError, json.JSONDecodeError,
+               WorkDirBusyError)
 
 
 def load_config(path: str, cfg_options: Optional[dict]) -> Config:
@@ -76,7 +79,13 @@ def build_runner(cfg: Config):
 
 
 def is_main_process() -> bool:
-    return int(os.environ.get('RANK', '0')) == 0
+    """Rank 0, read before mmengine sets up the process group: torchrun
+    sets ``RANK``, slurm ``SLURM_PROCID``, Open MPI
+    ``OMPI_COMM_WORLD_RANK``."""
+    for var in ('RANK', 'SLURM_PROCID', 'OMPI_COMM_WORLD_RANK'):
+        if var in os.environ:
+            return int(os.environ[var]) == 0
+    return True
 
 
 def run_cli(main: Callable[[], Optional[Config]],
@@ -86,6 +95,7 @@ def run_cli(main: Callable[[], Optional[Config]],
     ``work_dir_of`` gives the work dir (if known yet) where ``failed.json``
     records the error, so a partial work dir never looks finished.
     """
+    started = time.time()
     try:
         main()
     except USER_ERRORS as err:
@@ -101,3 +111,24 @@ def run_cli(main: Callable[[], Optional[Config]],
         print(f'error: {type(err).__name__}: {message}', file=sys.stderr)
         print('(set MMSA_DEBUG=1 for the traceback)', file=sys.stderr)
         sys.exit(1)
+    except OSError as err:
+        if err.errno not in DISK_FULL or os.environ.get('MMSA_DEBUG'):
+            raise
+        _end_disk_full(err, work_dir_of(), started)
+
+
+def _end_disk_full(err: OSError, work_dir: Optional[str],
+                   started: float) -> None:
+    """One line instead of mmengine's raw OSError when the disk fills,
+    after removing the checkpoint it left incomplete."""
+    message = disk_full_message(err, work_dir, started)
+    if work_dir and osp.isdir(work_dir) and is_main_process():
+        try:
+            write_state(work_dir, FAILED, dict(
+                error='OSError', message=message,
+                traceback=traceback.format_exc()))
+        except OSError:
+            pass  # still no space: the message below says it all
+    print(f'error: OSError: {message}', file=sys.stderr)
+    print('(set MMSA_DEBUG=1 for the traceback)', file=sys.stderr)
+    sys.exit(1)

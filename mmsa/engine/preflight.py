@@ -3,13 +3,37 @@
 A missing image otherwise surfaces as a traceback from a dataloader worker
 minutes into training; a malformed annotation file as a KeyError deep in
 pycocotools. Here each becomes one error naming the file and the fix.
+
+For COCO training sets it also counts what mmdet's ``CocoDataset`` would
+silently drop (boxes under 1 px or with negative size, boxes outside their
+image, category ids outside the classes, images left without annotations)
+and stops the run when that exceeds ``preflight.max_drop_ratio`` of the
+annotations, or when nothing usable is left.
 """
 import json
+import logging
+import math
 import os
 import os.path as osp
-from typing import Iterator, List
+from collections import Counter
+from typing import Dict, Iterator, List, Optional, Sequence
 
 from mmengine.config import Config
+from mmengine.logging import print_log
+
+# Share of a training set's annotations the framework may drop before the
+# run stops (config key ``preflight.max_drop_ratio``). COCO train2017 loses
+# well under 0.1%; a systematic error (widths as x2, category ids off by
+# one, classes not in metainfo) loses far more.
+MAX_DROP_RATIO = 0.01
+IMAGE_KEYS = ('id', 'file_name', 'height', 'width')
+ANNOTATION_KEYS = ('id', 'image_id', 'category_id', 'bbox', 'area')
+DROP_REASONS = {
+    'outside': 'outside their image',
+    'invalid': 'with width or height < 1 px (or area <= 0)',
+    'category': 'with a category_id not among the classes',
+    'orphan': 'whose image_id is not in "images"',
+}
 
 
 class DatasetError(ValueError):
@@ -31,8 +55,65 @@ def _join(root, path):
     return path if root is None or osp.isabs(path) else osp.join(root, path)
 
 
-def check_coco(ann_file: str, img_dir: str, where: str) -> int:
-    """Validate a COCO json and that every image it names exists."""
+def _unreadable(path: str) -> Optional[str]:
+    """Why ``path`` is not an image, or None when it can be decoded.
+
+    Pillow parses only the header (cheap enough for every image of a
+    large set); a file it cannot identify is tried with OpenCV, which mmcv
+    decodes with, before it is refused.
+    """
+    if osp.getsize(path) == 0:
+        return 'the file is empty (0 bytes)'
+    try:
+        from PIL import Image
+        with Image.open(path):
+            return None
+    except ImportError:
+        reason = 'not an image OpenCV can decode'
+    except (OSError, SyntaxError, ValueError) as err:
+        reason = f'not an image Pillow or OpenCV can decode ({err})'
+    import cv2
+    return None if cv2.imread(path) is not None else reason
+
+
+def check_image_file(path: str, where: str, entry: str) -> None:
+    """One error naming the file and its entry when it cannot be read."""
+    reason = _unreadable(path)
+    if reason:
+        raise DatasetError(f'{where}: image file {path} ({entry}) cannot be '
+                           f'read: {reason}; replace the file or remove its '
+                           f'entry')
+
+
+def _missing(entry: dict, keys: Sequence[str]) -> List[str]:
+    return [k for k in keys if k not in entry]
+
+
+def check_coco(ann_file: str,
+               img_dir: str,
+               where: str,
+               classes: Optional[Sequence[str]] = None,
+               filter_cfg: Optional[dict] = None,
+               max_drop_ratio: Optional[float] = None) -> int:
+    """Validate a COCO json, every image it names and what mmdet keeps.
+
+    Args:
+        ann_file (str): The COCO json.
+        img_dir (str): Directory the ``file_name`` entries are relative to.
+        where (str): The config path of the dataset, for messages.
+        classes (Sequence[str], optional): The dataset's classes; like
+            mmdet, annotations of other categories are dropped. None: every
+            category of the file. Defaults to None.
+        filter_cfg (dict, optional): The dataset's ``filter_cfg``
+            (``filter_empty_gt``, ``min_size``); None keeps every image, as
+            mmdet does in test mode. Defaults to None.
+        max_drop_ratio (float, optional): Stop when more than this share
+            of the annotations would be dropped, or none is usable; None
+            only reports (validation and test sets). Defaults to None.
+
+    Returns:
+        int: The number of images.
+    """
     if not osp.isfile(ann_file):
         raise DatasetError(f'{where}: annotation file {ann_file} does not '
                            f'exist; check data_root/ann_file')
@@ -49,17 +130,153 @@ def check_coco(ann_file: str, img_dir: str, where: str) -> int:
             f'{where}: annotation file {ann_file} is not COCO json: missing '
             f'key(s) {missing_keys} (expected a dict with images, '
             f'annotations and categories)')
-    for image in data['images']:
-        name = image.get('file_name') if isinstance(image, dict) else None
-        if name is None:
+    if not data['images']:
+        raise DatasetError(f'{where}: annotation file {ann_file} lists no '
+                           f'images ("images" is empty); check ann_file')
+    for i, image in enumerate(data['images']):
+        entry = f'images[{i}] of {ann_file}'
+        if not isinstance(image, dict) or 'file_name' not in image:
             raise DatasetError(f'{where}: {ann_file}: an entry of "images" '
                                f'has no file_name: {image!r}')
-        path = osp.join(img_dir, name)
+        missing = _missing(image, IMAGE_KEYS)
+        if missing:
+            raise DatasetError(
+                f'{where}: {entry} ({image["file_name"]}) has no '
+                f'{", ".join(missing)}; every image entry needs '
+                f'{", ".join(IMAGE_KEYS)}')
+        path = osp.join(img_dir, image['file_name'])
         if not osp.isfile(path):
             raise DatasetError(
                 f'{where}: image file {path} (listed in {ann_file}) does '
                 f'not exist')
+        check_image_file(path, where, entry)
+    drops = count_drops(data, ann_file, where, classes, filter_cfg)
+    _report(drops, ann_file, where, classes, max_drop_ratio)
     return len(data['images'])
+
+
+def count_drops(data: dict, ann_file: str, where: str,
+                classes: Optional[Sequence[str]],
+                filter_cfg: Optional[dict]) -> Dict:
+    """What mmdet's ``CocoDataset`` drops from ``data``, silently.
+
+    Mirrors ``parse_data_info`` (per annotation: an ``ignore`` flag skips
+    it; a box under 1 px, negative included, or with ``area <= 0``; a box
+    with no overlap with its image; a category outside the classes) and
+    ``filter_data`` (``filter_empty_gt``: images without an annotation of
+    the classes; ``min_size``). The first matching reason is counted.
+    """
+    images = {}
+    for i, image in enumerate(data['images']):
+        if image['id'] in images:
+            # pycocotools keeps the last entry of an id, silently
+            raise DatasetError(
+                f'{where}: images[{i}] of {ann_file} ({image["file_name"]}) '
+                f'reuses the id {image["id"]!r} of '
+                f'{images[image["id"]]["file_name"]}; image ids must be '
+                f'unique')
+        images[image['id']] = image
+    ann_ids = set()
+    known = {c.get('id') for c in data['categories'] if isinstance(c, dict)
+             and (classes is None or c.get('name') in classes)}
+    dropped: Counter = Counter()
+    unknown: Counter = Counter()
+    usable: Counter = Counter()
+    with_class = set()
+    total = 0
+    for j, ann in enumerate(data['annotations']):
+        entry = f'annotations[{j}] of {ann_file}'
+        missing = _missing(ann, ANNOTATION_KEYS) if isinstance(
+            ann, dict) else list(ANNOTATION_KEYS)
+        if missing:
+            raise DatasetError(
+                f'{where}: {entry} has no {", ".join(missing)}; every '
+                f'annotation needs {", ".join(ANNOTATION_KEYS)}')
+        if ann['id'] in ann_ids:
+            # mmdet asserts this deep inside the dataset's construction
+            raise DatasetError(f'{where}: {entry} reuses the annotation id '
+                               f'{ann["id"]!r}; annotation ids must be '
+                               f'unique')
+        ann_ids.add(ann['id'])
+        box = ann['bbox']
+        if not (isinstance(box, (list, tuple)) and len(box) == 4 and all(
+                isinstance(v, (int, float)) for v in box)):
+            raise DatasetError(f'{where}: {entry} has bbox={box!r}; a COCO '
+                               f'box is [x, y, width, height]')
+        image = images.get(ann['image_id'])
+        if image is not None and ann['category_id'] in known:
+            with_class.add(ann['image_id'])
+        if ann.get('ignore', False):
+            continue
+        total += 1
+        x1, y1, w, h = box
+        if image is None:
+            dropped['orphan'] += 1
+        elif ann['area'] <= 0 or w < 1 or h < 1:
+            dropped['invalid'] += 1
+        elif (max(0, min(x1 + w, image['width']) - max(x1, 0)) *
+              max(0, min(y1 + h, image['height']) - max(y1, 0))) == 0:
+            dropped['outside'] += 1
+        elif ann['category_id'] not in known:
+            dropped['category'] += 1
+            unknown[ann['category_id']] += 1
+        elif not ann.get('iscrowd', False):
+            usable[ann['image_id']] += 1
+    kept, images_dropped = list(images.values()), Counter()
+    if filter_cfg is not None:
+        empty_gt = filter_cfg.get('filter_empty_gt', False)
+        min_size = filter_cfg.get('min_size', 0)
+        kept = []
+        for image in images.values():
+            if empty_gt and image['id'] not in with_class:
+                images_dropped['no annotation of the classes'] += 1
+            elif min(image['width'], image['height']) < min_size:
+                images_dropped[f'smaller than min_size={min_size}'] += 1
+            else:
+                kept.append(image)
+    return dict(
+        annotations=total, dropped=dropped, unknown=unknown,
+        images=len(images), images_dropped=images_dropped,
+        boxes=sum(usable[image['id']] for image in kept),
+        images_without_box=sum(1 for image in kept
+                               if not usable[image['id']]))
+
+
+def _report(drops: Dict, ann_file: str, where: str,
+            classes: Optional[Sequence[str]],
+            max_drop_ratio: Optional[float]) -> None:
+    """Stop a training set that loses too much; else log what is lost."""
+    lost = sum(drops['dropped'].values())
+    parts = [f'{n} {DROP_REASONS[k]}' for k, n in drops['dropped'].items()]
+    if drops['unknown']:
+        ids = sorted(drops['unknown'])
+        parts[list(drops['dropped']).index('category')] += (
+            f' (category_id {", ".join(map(str, ids[:5]))}'
+            f'{", ..." if len(ids) > 5 else ""}; classes: '
+            f'{tuple(classes) if classes is not None else "all"})')
+    parts += [f'{n} image(s) with {why}' if why.startswith('no') else
+              f'{n} image(s) {why}'
+              for why, n in drops['images_dropped'].items()]
+    summary = (f'{where}: {ann_file}: of {drops["annotations"]} '
+               f'annotations on {drops["images"]} images, mmdet would drop '
+               + ('; '.join(parts) or 'nothing'))
+    fix = ('fix those annotations (a COCO bbox is [x, y, width, height]; '
+           'a category_id must name a category of the dataset\'s metainfo '
+           'classes)')
+    ratio = lost / max(drops['annotations'], 1)
+    if max_drop_ratio is not None and drops['boxes'] == 0:
+        raise DatasetError(f'{summary}: no usable box is left to train on; '
+                           f'{fix}')
+    if max_drop_ratio is not None and ratio > max_drop_ratio:
+        allow = math.ceil(ratio * 100) / 100
+        raise DatasetError(
+            f'{summary}: {ratio:.1%} of the annotations, more than '
+            f'preflight.max_drop_ratio={max_drop_ratio}; {fix}, or accept '
+            f'the loss with --cfg-options preflight.max_drop_ratio={allow}')
+    if parts or drops['images_without_box']:
+        print_log(f'{summary}; {drops["images_without_box"]} image(s) '
+                  f'would train with no box', logger='current',
+                  level=logging.WARNING)
 
 
 def check_segmentation(img_dir: str, seg_dir: str, img_suffix: str,
@@ -77,7 +294,41 @@ def check_segmentation(img_dir: str, seg_dir: str, img_suffix: str,
         if not osp.isfile(seg):
             raise DatasetError(f'{where}: label map {seg} for image '
                                f'{osp.join(img_dir, name)} does not exist')
+        check_image_file(osp.join(img_dir, name), where, f'image {name}')
+        check_image_file(seg, where, f'label map of {name}')
     return len(images)
+
+
+def drop_ratio_limit(cfg: Config) -> float:
+    """``preflight.max_drop_ratio`` of ``cfg``, validated."""
+    options = cfg.get('preflight') or {}
+    if not isinstance(options, dict) or set(options) - {'max_drop_ratio'}:
+        raise ValueError(
+            f'preflight={options!r}: the only option is max_drop_ratio, '
+            f'e.g. preflight=dict(max_drop_ratio=0.05)')
+    ratio = options.get('max_drop_ratio', MAX_DROP_RATIO)
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or \
+            not 0 <= ratio <= 1:
+        raise ValueError(
+            f'preflight.max_drop_ratio={ratio!r}: must be a number from 0 '
+            f'to 1 (the share of training annotations the framework may '
+            f'drop), e.g. 0.05')
+    return float(ratio)
+
+
+def _classes(ds: dict, scope: Optional[str]) -> Optional[Sequence[str]]:
+    """The dataset's classes: its ``metainfo``, else its class's default
+    (mmdet's ``CocoDataset`` defaults to the 80 COCO classes)."""
+    meta = ds.get('metainfo') or {}
+    if meta.get('classes') is not None:
+        return tuple(meta['classes'])
+    type_ = ds.get('type')
+    if isinstance(type_, str):
+        from mmengine.registry import DATASETS
+        with DATASETS.switch_scope_and_registry(scope) as registry:
+            type_ = registry.get(type_)
+    classes = getattr(type_, 'METAINFO', {}).get('classes')
+    return tuple(classes) if classes is not None else None
 
 
 def check_datasets(cfg: Config, splits: List[str]) -> None:
@@ -85,19 +336,27 @@ def check_datasets(cfg: Config, splits: List[str]) -> None:
 
     Only layouts this module knows are checked (COCO json with
     ``ann_file``; mmseg folders with ``img_path``/``seg_map_path``); others
-    are left to the framework.
+    are left to the framework. What would be dropped is counted for every
+    COCO split and enforced (``preflight.max_drop_ratio``) for training.
     """
+    limit = drop_ratio_limit(cfg)
     for split in splits:
         loader = cfg.get(split)
         if not loader:
             continue
+        train = split == 'train_dataloader'
         for ds in _datasets(loader['dataset']):
             root = ds.get('data_root')
             prefix = ds.get('data_prefix') or {}
             where = f'{split}.dataset'
             if ds.get('ann_file', '').endswith('.json'):
                 img_dir = _join(root, prefix.get('img', ''))
-                check_coco(_join(root, ds['ann_file']), img_dir, where)
+                test_mode = ds.get('test_mode', False)
+                check_coco(
+                    _join(root, ds['ann_file']), img_dir, where,
+                    classes=_classes(ds, cfg.get('default_scope')),
+                    filter_cfg=None if test_mode else ds.get('filter_cfg'),
+                    max_drop_ratio=limit if train else None)
             elif 'seg_map_path' in prefix:
                 check_segmentation(
                     _join(root, prefix.get('img_path', '')),

@@ -17,7 +17,8 @@ from .triton_support import triton_unavailable, triton_unsupported
 __all__ = [
     'channel_shuffle', 'sa_gates', 'sa_reference', 'sa_fused',
     'sa_fused_if_supported', 'sa_fused_unsupported',
-    'apply_shuffle_attention', 'SA_IMPLS', 'apply_gates', 'gate_reference', 'GATE_IMPLS',
+    'apply_shuffle_attention', 'SA_IMPLS', 'apply_gates', 'gate_reference',
+    'GATE_IMPLS',
     'log_fallback_once', 'triton_unavailable', 'triton_unsupported',
     'empty_output_cache', 'output_cache_bytes', 'set_output_cache_limit'
 ]

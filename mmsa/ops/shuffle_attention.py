@@ -11,8 +11,10 @@ kernel and its autograd node (``csrc/shuffle_attention.cpp``) are a CPU C++
 extension built at install time; on CUDA the Triton kernels of
 ``triton_sa.py`` do the same passes. :func:`sa_reference` is the PyTorch
 composition every kernel is tested against and falls back to, and
-:func:`shuffle_attention` the one dispatcher that picks among them.
+:func:`apply_shuffle_attention` the one dispatcher that picks among
+them.
 """
+import importlib
 from typing import Optional, Tuple
 
 import torch
@@ -23,7 +25,8 @@ from .dispatch import log_fallback_once
 from .triton_support import load_kernels, triton_unsupported
 
 try:
-    from . import _sa_cpu as _ext
+    # (``from . import`` would blame a circular import for a missing file)
+    _ext = importlib.import_module('._sa_cpu', __package__)
     _EXT_ERROR = ''
 except ImportError as err:  # not built: no compiler, isolated build, ...
     _ext = None
@@ -218,16 +221,16 @@ def _like(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_shuffle_attention(x: torch.Tensor,
-                      groups: int,
-                      cweight: torch.Tensor,
-                      cbias: torch.Tensor,
-                      sweight: torch.Tensor,
-                      sbias: torch.Tensor,
-                      gn_weight: torch.Tensor,
-                      gn_bias: torch.Tensor,
-                      eps: float = 1e-5,
-                      residual: Optional[torch.Tensor] = None,
-                      impl: str = 'auto') -> Tuple[torch.Tensor, str]:
+                            groups: int,
+                            cweight: torch.Tensor,
+                            cbias: torch.Tensor,
+                            sweight: torch.Tensor,
+                            sbias: torch.Tensor,
+                            gn_weight: torch.Tensor,
+                            gn_bias: torch.Tensor,
+                            eps: float = 1e-5,
+                            residual: Optional[torch.Tensor] = None,
+                            impl: str = 'auto') -> Tuple[torch.Tensor, str]:
     """SA of ``x`` (with ``residual``: ``relu(SA(x) + residual)``) by the
     path ``impl`` asks for where it can run (see :data:`SA_IMPLS`), the
     reference under ``torch.compile`` and export.

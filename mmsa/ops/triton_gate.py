@@ -17,7 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_support import _multiprocessors, nc_p_strides
+from . import triton_support
+from .triton_support import nc_p_strides, on_device
 from .triton_sa import _strides
 
 
@@ -125,8 +126,8 @@ def _plan(x: torch.Tensor, channel_stride: int, groups: int) -> tuple:
         block_p = min(triton.next_power_of_2(p), 256)
         block_c = max(1, min(triton.next_power_of_2(cpg), 2048 // block_p))
     programs = n * groups * triton.cdiv(p, block_p)
-    want = 4 * _multiprocessors(x.device)
-    splits = max(1, min(triton.cdiv(want, programs),
+    splits = max(1, min(triton.cdiv(triton_support.programs_wanted(x.device),
+                                    programs),
                         triton.cdiv(cpg, block_c)))
     chunk = triton.cdiv(triton.cdiv(cpg, splits), block_c) * block_c
     return block_c, block_p, chunk, triton.cdiv(cpg, chunk)
@@ -215,4 +216,5 @@ def gate_triton(x: torch.Tensor, channel_gate: Optional[torch.Tensor],
                 identity: Optional[torch.Tensor] = None) -> torch.Tensor:
     """:func:`~mmsa.ops.gate_reference` by the Triton kernels; callers
     check :func:`~mmsa.ops.triton_support.triton_unsupported` first."""
-    return GateTriton.apply(x, channel_gate, spatial_gate, identity)
+    with on_device(x):
+        return GateTriton.apply(x, channel_gate, spatial_gate, identity)

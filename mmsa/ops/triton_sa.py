@@ -25,7 +25,24 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_support import nc_p_strides, plan_tiles
+from .triton_support import nc_p_strides, on_device, plan_tiles
+
+
+@triton.jit
+def _block_rows(pid, C, BLOCK_C: tl.constexpr):
+    """(n, cs, cmask, rows): the sample and channels of program ``pid``'s
+    block, their mask and their planes' indices n * C + c."""
+    n_cb = tl.cdiv(C, BLOCK_C)
+    n = pid // n_cb
+    cs = (pid % n_cb) * BLOCK_C + tl.arange(0, BLOCK_C)
+    return n, cs, cs < C, n * C + cs
+
+
+@triton.jit
+def _shuffled(cs, C):
+    """The output channel of input channel c: the shuffle with 2 groups."""
+    half = C // 2
+    return tl.where(cs < half, 2 * cs, 2 * (cs - half) + 1)
 
 
 @triton.jit
@@ -34,12 +51,8 @@ def _sa_stats_kernel(X, PMEAN, PM2, C, P, sxn, sxc, sxp, chunk, splits,
     """Mean and sum of squared deviations of chunk ``pid_s`` of each plane,
     about the plane's first value (its pivot: in float32 a mean of 1e4
     would otherwise carry an error of 1e-3, which a std of 1 would see)."""
-    pid = tl.program_id(0)
+    n, cs, cmask, rows = _block_rows(tl.program_id(0), C, BLOCK_C)
     pid_s = tl.program_id(1)
-    n_cb = tl.cdiv(C, BLOCK_C)
-    n = pid // n_cb
-    cs = (pid % n_cb) * BLOCK_C + tl.arange(0, BLOCK_C)
-    cmask = cs < C
     p_lo = pid_s * chunk
     p_hi = tl.minimum(p_lo + chunk, P)
     pivot = tl.load(X + n * sxn + cs * sxc, mask=cmask,
@@ -64,7 +77,7 @@ def _sa_stats_kernel(X, PMEAN, PM2, C, P, sxn, sxc, sxp, chunk, splits,
         total = seen + cnt
         mean = mean + delta * (cnt / total)
         m2 = m2 + t_m2 + delta * delta * (seen * cnt / total)
-    out = (n * C + cs) * splits + pid_s
+    out = rows * splits + pid_s
     tl.store(PMEAN + out, mean, mask=cmask)
     tl.store(PM2 + out, m2, mask=cmask)
 
@@ -106,21 +119,46 @@ def _merge_stats(PMEAN, PM2, rows, cmask, P, chunk, splits, eps,
 
 
 @triton.jit
+def _saved_gate(PIVOT, SMEAN, RSTD, rows, cs, cmask, C, K, CW, CB, SW, SB,
+                GW, GB):
+    """The forward's per-plane statistics and the gate's (a, b, cw)."""
+    pivot = tl.load(PIVOT + rows, mask=cmask, other=0.)
+    smean = tl.load(SMEAN + rows, mask=cmask, other=0.)
+    rstd = tl.load(RSTD + rows, mask=cmask, other=0.)
+    a, b, cw = _plane_coefficients(cs, cmask, C, K, CW, CB, SW, SB, GW, GB,
+                                   pivot + smean, rstd)
+    return pivot, smean, rstd, a, b, cw
+
+
+@triton.jit
+def _logit_grad(X, GY, Y, n, cs, oc, ps, mask, pivot, smean, a, b, sxn, sxc,
+                sxp, sgn, sgc, sgp, syn, syc, syp, HAS_RELU: tl.constexpr):
+    """(x - mean, the gate s, the ReLU-masked output gradient g and the
+    gradient of the gate's logit d = g x s (1 - s)) of one tile."""
+    x = tl.load(X + n * sxn + cs[:, None] * sxc + ps[None, :] * sxp,
+                mask=mask, other=0.).to(tl.float32)
+    g = tl.load(GY + n * sgn + oc[:, None] * sgc + ps[None, :] * sgp,
+                mask=mask, other=0.).to(tl.float32)
+    if HAS_RELU:
+        y = tl.load(Y + n * syn + oc[:, None] * syc + ps[None, :] * syp,
+                    mask=mask, other=0.)
+        g = tl.where(y > 0, g, 0.)
+    xc = (x - pivot[:, None]) - smean[:, None]
+    s = tl.sigmoid(a[:, None] * xc + b[:, None])
+    return xc, s, g, g * x * s * (1. - s)
+
+
+@triton.jit
 def _sa_forward_kernel(X, R, Y, PMEAN, PM2, PIVOT, SMEAN, RSTD, CW, CB, SW,
                        SB, GW, GB, C, K, P, sxn, sxc, sxp, syn, syc, syp, srn,
-                       src,
-                       srp, chunk, splits, eps, HAS_RESIDUAL: tl.constexpr,
-                       BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+                       src, srp, chunk, splits, eps,
+                       HAS_RESIDUAL: tl.constexpr, BLOCK_C: tl.constexpr,
+                       BLOCK_P: tl.constexpr,
                        SPLITS_P2: tl.constexpr):
     """``y[n, shuffle(c)] = x * sigmoid(a (x - mean) + b)`` (+ residual,
     ReLU) for one tile; the first tile of each plane stores its stats."""
-    pid = tl.program_id(0)
+    n, cs, cmask, rows = _block_rows(tl.program_id(0), C, BLOCK_C)
     pid_p = tl.program_id(1)
-    n_cb = tl.cdiv(C, BLOCK_C)
-    n = pid // n_cb
-    cs = (pid % n_cb) * BLOCK_C + tl.arange(0, BLOCK_C)
-    cmask = cs < C
-    rows = n * C + cs
     smean, rstd = _merge_stats(PMEAN, PM2, rows, cmask, P, chunk, splits,
                                eps, SPLITS_P2)
     pivot = tl.load(X + n * sxn + cs * sxc, mask=cmask,
@@ -131,8 +169,7 @@ def _sa_forward_kernel(X, R, Y, PMEAN, PM2, PIVOT, SMEAN, RSTD, CW, CB, SW,
         tl.store(RSTD + rows, rstd, mask=cmask)
     a, b, _ = _plane_coefficients(cs, cmask, C, K, CW, CB, SW, SB, GW, GB,
                                   pivot + smean, rstd)
-    half = C // 2
-    oc = tl.where(cs < half, 2 * cs, 2 * (cs - half) + 1)
+    oc = _shuffled(cs, C)
     ps = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
     mask = cmask[:, None] & (ps < P)[None, :]
     x = tl.load(X + n * sxn + cs[:, None] * sxc + ps[None, :] * sxp,
@@ -150,26 +187,17 @@ def _sa_forward_kernel(X, R, Y, PMEAN, PM2, PIVOT, SMEAN, RSTD, CW, CB, SW,
 @triton.jit
 def _sa_backward_sums_kernel(X, Y, GY, PIVOT, SMEAN, RSTD, PSD, PSDX, CW, CB,
                              SW, SB, GW, GB, C, K, P, sxn, sxc, sxp, syn, syc,
-                             syp,
-                             sgn, sgc, sgp, chunk, splits,
+                             syp, sgn, sgc, sgp, chunk, splits,
                              HAS_RELU: tl.constexpr, BLOCK_C: tl.constexpr,
                              BLOCK_P: tl.constexpr):
     """Chunk ``pid_s``'s ``sum(d)`` and ``sum(d * (x - mean))`` per plane,
     ``d = g * x * s * (1 - s)`` the gradient of the gate's logit."""
-    pid = tl.program_id(0)
+    n, cs, cmask, rows = _block_rows(tl.program_id(0), C, BLOCK_C)
     pid_s = tl.program_id(1)
-    n_cb = tl.cdiv(C, BLOCK_C)
-    n = pid // n_cb
-    cs = (pid % n_cb) * BLOCK_C + tl.arange(0, BLOCK_C)
-    cmask = cs < C
-    rows = n * C + cs
-    pivot = tl.load(PIVOT + rows, mask=cmask, other=0.)
-    smean = tl.load(SMEAN + rows, mask=cmask, other=0.)
-    rstd = tl.load(RSTD + rows, mask=cmask, other=0.)
-    a, b, _ = _plane_coefficients(cs, cmask, C, K, CW, CB, SW, SB, GW, GB,
-                                  pivot + smean, rstd)
-    half = C // 2
-    oc = tl.where(cs < half, 2 * cs, 2 * (cs - half) + 1)
+    pivot, smean, rstd, a, b, cw = _saved_gate(PIVOT, SMEAN, RSTD, rows, cs,
+                                               cmask, C, K, CW, CB, SW, SB,
+                                               GW, GB)
+    oc = _shuffled(cs, C)
     p_lo = pid_s * chunk
     p_hi = tl.minimum(p_lo + chunk, P)
     acc_d = tl.zeros([BLOCK_C, BLOCK_P], dtype=tl.float32)
@@ -177,17 +205,9 @@ def _sa_backward_sums_kernel(X, Y, GY, PIVOT, SMEAN, RSTD, PSD, PSDX, CW, CB,
     for p0 in range(p_lo, p_hi, BLOCK_P):
         ps = p0 + tl.arange(0, BLOCK_P)
         mask = cmask[:, None] & (ps < p_hi)[None, :]
-        x = tl.load(X + n * sxn + cs[:, None] * sxc + ps[None, :] * sxp,
-                    mask=mask, other=0.).to(tl.float32)
-        g = tl.load(GY + n * sgn + oc[:, None] * sgc + ps[None, :] * sgp,
-                    mask=mask, other=0.).to(tl.float32)
-        if HAS_RELU:
-            y = tl.load(Y + n * syn + oc[:, None] * syc + ps[None, :] * syp,
-                        mask=mask, other=0.)
-            g = tl.where(y > 0, g, 0.)
-        xc = (x - pivot[:, None]) - smean[:, None]
-        s = tl.sigmoid(a[:, None] * xc + b[:, None])
-        d = g * x * s * (1. - s)
+        xc, s, g, d = _logit_grad(X, GY, Y, n, cs, oc, ps, mask, pivot,
+                                  smean, a, b, sxn, sxc, sxp, sgn, sgc, sgp,
+                                  syn, syc, syp, HAS_RELU)
         acc_d += d
         acc_dx += d * xc
     out = rows * splits + pid_s
@@ -198,22 +218,16 @@ def _sa_backward_sums_kernel(X, Y, GY, PIVOT, SMEAN, RSTD, PSD, PSDX, CW, CB,
 @triton.jit
 def _sa_backward_dx_kernel(X, Y, GY, DX, DR, PIVOT, SMEAN, RSTD, PSD, PSDX,
                            SD, SDX, CW, CB, SW, SB, GW, GB, C, K, P, sxn, sxc,
-                           sxp,
-                           syn, syc, syp, sgn, sgc, sgp, sdn, sdc, sdp, srn,
-                           src, srp, splits, HAS_RELU: tl.constexpr,
+                           sxp, syn, syc, syp, sgn, sgc, sgp, sdn, sdc, sdp,
+                           srn, src, srp, splits, HAS_RELU: tl.constexpr,
                            WRITE_DR: tl.constexpr, BLOCK_C: tl.constexpr,
                            BLOCK_P: tl.constexpr, SPLITS_P2: tl.constexpr):
     """The input gradient of one tile, ``g s + a d + alpha (x - mean) +
     beta`` (the GroupNorm's or the mean's terms in alpha and beta), and the
     residual's, the ReLU-masked output gradient; the first tile of each
     plane stores the plane's two sums for the parameter gradients."""
-    pid = tl.program_id(0)
+    n, cs, cmask, rows = _block_rows(tl.program_id(0), C, BLOCK_C)
     pid_p = tl.program_id(1)
-    n_cb = tl.cdiv(C, BLOCK_C)
-    n = pid // n_cb
-    cs = (pid % n_cb) * BLOCK_C + tl.arange(0, BLOCK_C)
-    cmask = cs < C
-    rows = n * C + cs
     ss = tl.arange(0, SPLITS_P2)
     smask = cmask[:, None] & (ss[None, :] < splits)
     idx = rows[:, None] * splits + ss[None, :]
@@ -222,29 +236,18 @@ def _sa_backward_dx_kernel(X, Y, GY, DX, DR, PIVOT, SMEAN, RSTD, PSD, PSDX,
     if pid_p == 0:
         tl.store(SD + rows, sum_d, mask=cmask)
         tl.store(SDX + rows, sum_dx, mask=cmask)
-    pivot = tl.load(PIVOT + rows, mask=cmask, other=0.)
-    smean = tl.load(SMEAN + rows, mask=cmask, other=0.)
-    rstd = tl.load(RSTD + rows, mask=cmask, other=0.)
-    a, b, cw = _plane_coefficients(cs, cmask, C, K, CW, CB, SW, SB, GW, GB,
-                                   pivot + smean, rstd)
+    pivot, smean, rstd, a, b, cw = _saved_gate(PIVOT, SMEAN, RSTD, rows, cs,
+                                               cmask, C, K, CW, CB, SW, SB,
+                                               GW, GB)
     spatial = (cs % (2 * K)) >= K
     alpha = tl.where(spatial, -a * rstd * rstd * sum_dx / P, 0.)
     beta = tl.where(spatial, -a * sum_d / P, cw * sum_d / P)
-    half = C // 2
-    oc = tl.where(cs < half, 2 * cs, 2 * (cs - half) + 1)
+    oc = _shuffled(cs, C)
     ps = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
     mask = cmask[:, None] & (ps < P)[None, :]
-    x = tl.load(X + n * sxn + cs[:, None] * sxc + ps[None, :] * sxp,
-                mask=mask, other=0.).to(tl.float32)
-    g = tl.load(GY + n * sgn + oc[:, None] * sgc + ps[None, :] * sgp,
-                mask=mask, other=0.).to(tl.float32)
-    if HAS_RELU:
-        y = tl.load(Y + n * syn + oc[:, None] * syc + ps[None, :] * syp,
-                    mask=mask, other=0.)
-        g = tl.where(y > 0, g, 0.)
-    xc = (x - pivot[:, None]) - smean[:, None]
-    s = tl.sigmoid(a[:, None] * xc + b[:, None])
-    d = g * x * s * (1. - s)
+    xc, s, g, d = _logit_grad(X, GY, Y, n, cs, oc, ps, mask, pivot, smean, a,
+                              b, sxn, sxc, sxp, sgn, sgc, sgp, syn, syc, syp,
+                              HAS_RELU)
     dx = g * s + a[:, None] * d + alpha[:, None] * xc + beta[:, None]
     tl.store(DX + n * sdn + cs[:, None] * sdc + ps[None, :] * sdp,
              dx.to(DX.dtype.element_ty), mask=mask)
@@ -255,9 +258,8 @@ def _sa_backward_dx_kernel(X, Y, GY, DX, DR, PIVOT, SMEAN, RSTD, PSD, PSDX,
 
 @triton.jit
 def _sa_param_grads_kernel(SD, SDX, PIVOT, SMEAN, RSTD, SW, GW, GB, DCW, DCB,
-                           DSW,
-                           DSB, DGW, DGB, K, planes, BLOCK_G: tl.constexpr,
-                           BLOCK_K: tl.constexpr):
+                           DSW, DSB, DGW, DGB, K, planes,
+                           BLOCK_G: tl.constexpr, BLOCK_K: tl.constexpr):
     """The six (k,) parameter gradients from the per-plane sums, summed
     over samples and groups (``planes`` = N * groups of 2k planes)."""
     ks = tl.arange(0, BLOCK_K)
@@ -395,8 +397,8 @@ class SATriton(torch.autograd.Function):
         dr = torch.empty_like(y) if write_dr else None
         _sa_backward_dx_kernel[plan.grid_tiles](
             x, x if y is None else y, grad_y, dx, dx if dr is None else dr,
-            pivot, smean, rstd, part_d, part_dx, sum_d, sum_dx, cw, cb, sw, sb, gw,
-            gb, c, k, p, *sx, *sy, *sg, *nc_p_strides(dx),
+            pivot, smean, rstd, part_d, part_dx, sum_d, sum_dx, cw, cb, sw, sb,
+            gw, gb, c, k, p, *sx, *sy, *sg, *nc_p_strides(dx),
             *(nc_p_strides(dr) if dr is not None else (0, 0, 0)),
             plan.splits, HAS_RELU=relu, WRITE_DR=write_dr,
             BLOCK_C=plan.block_c, BLOCK_P=plan.block_p,
@@ -404,7 +406,8 @@ class SATriton(torch.autograd.Function):
         grads = [torch.empty(k, **f32) for _ in range(6)]
         block_k = triton.next_power_of_2(k)
         _sa_param_grads_kernel[(1, )](
-            sum_d, sum_dx, pivot, smean, rstd, sw, gw, gb, *grads, k, n * groups,
+            sum_d, sum_dx, pivot, smean, rstd, sw, gw, gb, *grads, k,
+            n * groups,
             BLOCK_G=max(1, min(triton.next_power_of_2(n * groups),
                                2048 // block_k)),
             BLOCK_K=block_k)
@@ -422,5 +425,6 @@ def sa_triton(x: torch.Tensor, groups: int, cweight: torch.Tensor,
     kernels; same contract as :func:`~mmsa.ops.sa_reference`, the output in
     ``x``'s dtype and memory format. Callers check
     :func:`~mmsa.ops.triton_support.triton_unsupported` first."""
-    return SATriton.apply(x, residual, groups, eps, cweight, cbias, sweight,
-                          sbias, gn_weight, gn_bias)
+    with on_device(x):
+        return SATriton.apply(x, residual, groups, eps, cweight, cbias,
+                              sweight, sbias, gn_weight, gn_bias)

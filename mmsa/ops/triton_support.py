@@ -7,6 +7,7 @@ needs them, never by ``import mmsa``. With ``TRITON_INTERPRET=1`` set before
 that import, Triton's interpreter runs the same kernels on CPU tensors: the
 tests check them against the reference compositions that way.
 """
+import contextlib
 import importlib
 import os
 from typing import Optional, Tuple
@@ -14,7 +15,8 @@ from typing import Optional, Tuple
 import torch
 
 __all__ = ['triton_unavailable', 'triton_unsupported', 'interpreting',
-           'load_kernels', 'nc_p_strides', 'plan_tiles']
+           'load_kernels', 'nc_p_strides', 'plan_tiles', 'on_device',
+           'programs_wanted']
 
 # tl.* calls the kernels use exist in this form from Triton 2.1 on; the
 # interpreter runs CPU tensors from Triton 3.0.
@@ -93,6 +95,15 @@ def load_kernels(name: str):
     return module
 
 
+def on_device(x: torch.Tensor):
+    """A context that makes ``x``'s GPU the current one: Triton launches on
+    the current device (autograd's backward threads already switch)."""
+    if x.device.type == 'cuda' and \
+            x.device.index != torch.cuda.current_device():
+        return torch.cuda.device(x.device)
+    return contextlib.nullcontext()
+
+
 def nc_p_strides(t: torch.Tensor) -> Optional[Tuple[int, int, int]]:
     """(n, c, p) strides of an N x C x H x W tensor whose H and W fold into
     one axis p = h * W + w (contiguous, channels_last, expanded...), or None
@@ -104,12 +115,15 @@ def nc_p_strides(t: torch.Tensor) -> Optional[Tuple[int, int, int]]:
     return sn, sc, (sw if w > 1 else sh)
 
 
-def _multiprocessors(device: torch.device) -> int:
+def programs_wanted(device: torch.device) -> int:
+    """Programs that keep the device busy: 4 per multiprocessor on CUDA;
+    under the interpreter 8 (it runs them one by one, and the tests still
+    see planes split across programs)."""
     if device.type != 'cuda':
-        return 2  # the interpreter: few programs, but splits still tested
-    key = ('sms', device.index)
+        return 8
+    key = ('programs', device.index)
     if key not in _STATE:
-        _STATE[key] = torch.cuda.get_device_properties(
+        _STATE[key] = 4 * torch.cuda.get_device_properties(
             device).multi_processor_count
     return _STATE[key]
 
@@ -133,8 +147,7 @@ def plan_tiles(device: torch.device, rows: int, channels: int, p: int,
         block_c = max(1, min(triton.next_power_of_2(channels),
                              2048 // block_p, 16))
     programs = rows * triton.cdiv(channels, block_c)
-    want = 4 * _multiprocessors(device)
-    splits = max(1, min(triton.cdiv(want, programs),
+    splits = max(1, min(triton.cdiv(programs_wanted(device), programs),
                         triton.cdiv(p, block_p), 64))
     chunk = triton.cdiv(triton.cdiv(p, splits), block_p) * block_p
     return block_c, block_p, triton.cdiv(p, chunk), chunk

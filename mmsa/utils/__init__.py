@@ -1,10 +1,11 @@
 """Helpers shared by mmsa's models and tools."""
-from .checkpoint import (UnsafeCheckpointError,
+from .checkpoint import (UnreadableCheckpointError, UnsafeCheckpointError,
                          allow_mmengine_checkpoint_types,
                          attention_modules_without_weights, checkpoint_keys,
-                         safe_load)
+                         register_checkpoint_loaders, safe_load)
 
 __all__ = [
-    'UnsafeCheckpointError', 'allow_mmengine_checkpoint_types',
-    'attention_modules_without_weights', 'checkpoint_keys', 'safe_load'
+    'UnreadableCheckpointError', 'UnsafeCheckpointError',
+    'allow_mmengine_checkpoint_types', 'attention_modules_without_weights',
+    'checkpoint_keys', 'register_checkpoint_loaders', 'safe_load'
 ]

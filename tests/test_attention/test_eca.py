@@ -73,3 +73,13 @@ def test_eca_rejects_unknown_kernel_option():
 def test_eca_built_by_name():
     eca = build_attention(dict(type='ECA', kernel_size=5), 256)
     assert isinstance(eca, EfficientChannelAttention) and eca.kernel_size == 5
+
+
+@pytest.mark.parametrize('channels,k,fix', [(64, 129, 63), (5, 7, 5)])
+def test_eca_rejects_kernel_wider_than_channels(channels, k, fix):
+    with pytest.raises(ValueError, match=rf'ECA\(in_channels={channels}, '
+                       rf'kernel_size={k}\): kernel_size must not exceed '
+                       rf'in_channels.*try kernel_size={fix} or'):
+        EfficientChannelAttention(channels, kernel_size=k)
+    assert EfficientChannelAttention(channels, kernel_size=fix).kernel_size \
+        == fix

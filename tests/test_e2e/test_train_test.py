@@ -1,4 +1,5 @@
 """tools/train.py and tools/test.py end to end, as subprocesses."""
+import json
 import os
 import shutil
 import signal
@@ -129,19 +130,63 @@ def test_resume_after_kill_gives_same_weights_and_metrics(tiny_data,
         read_json(cut / 'finished.json')['metrics']
 
 
+@pytest.mark.slow
+def test_checkpoint_the_disk_cannot_hold_is_one_line_and_removed(tiny_data,
+                                                                 tmp_path):
+    """A file size limit stands in for a full disk: the write fails the
+    same way (EFBIG instead of ENOSPC) after a partial file is written."""
+    import resource
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an error, not a kill
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, 2**20))
+
+    work = tmp_path / 'work'
+    result = subprocess.run(
+        [sys.executable, 'tools/train.py', str(DET_CONFIGS['faster_rcnn']),
+         '--work-dir', str(work), '--cfg-options', *data_options(tiny_data),
+         *SHORT_DET], cwd=ROOT, capture_output=True, text=True, timeout=900,
+        env={**os.environ, 'OMP_NUM_THREADS': '2'},
+        preexec_fn=limit_file_size)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines()
+              if line.startswith('error:')]
+    assert errors == [
+        f'error: OSError: File too large while writing in {work}; removed '
+        f'the incomplete {work}/epoch_1.pth; no checkpoint was complete '
+        f'yet; free space (or raise the quota or file size limit) and '
+        f'continue the run with --resume'], result.stderr[-3000:]
+    assert not list(work.glob('*.pth'))
+    assert read_json(work / 'failed.json')['error'] == 'OSError'
+
+
 @pytest.mark.parametrize('damage,expected', [
     ('missing_image', 'image file {root}/coco/val/val_00003.jpg'),
     ('bad_json', 'annotation file {root}/coco/annotations/'
      'instances_val.json is not COCO json'),
     ('not_coco', "is not COCO json: missing key(s) ['images', "
      "'annotations', 'categories']"),
+    ('corrupt_image', 'image file {root}/coco/train/train_00002.jpg '
+     '(images[2] of {root}/coco/annotations/instances_train.json) cannot '
+     'be read'),
+    ('negative_widths', 'mmdet would drop {n} with width or height < 1 px'),
 ])
 def test_bad_data_ends_with_one_clear_error(damage, expected, tiny_data,
                                             tmp_path):
     root = tmp_path / 'data'
     shutil.copytree(tiny_data, root)
+    train_ann = root / 'coco' / 'annotations' / 'instances_train.json'
+    n = 0
     if damage == 'missing_image':
         (root / 'coco' / 'val' / 'val_00003.jpg').unlink()
+    elif damage == 'corrupt_image':
+        (root / 'coco' / 'train' / 'train_00002.jpg').write_bytes(b'\0' * 64)
+    elif damage == 'negative_widths':
+        data = read_json(train_ann)
+        for ann in data['annotations']:
+            ann['bbox'][2] *= -1
+        n = len(data['annotations'])
+        train_ann.write_text(json.dumps(data))
     else:
         ann = root / 'coco' / 'annotations' / 'instances_val.json'
         ann.write_text('{"images": [' if damage == 'bad_json' else '[1, 2]')
@@ -154,8 +199,8 @@ def test_bad_data_ends_with_one_clear_error(damage, expected, tiny_data,
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines()
               if line.startswith('error:')]
-    assert len(errors) == 1 and expected.format(root=root) in errors[0], \
-        result.stderr[-2000:]
+    assert len(errors) == 1 and expected.format(root=root, n=n) in \
+        errors[0], result.stderr[-2000:]
     assert 'Traceback' not in result.stderr
     assert not (work / 'finished.json').exists()
     assert read_json(work / 'failed.json')['error'] == 'DatasetError'

@@ -103,3 +103,33 @@ def test_stack_imports_together():
     mmcv_version, mmdet_version, mmseg_version = out.split()
     assert mmcv_version.startswith('2.1.')
     assert mmdet_version.startswith('3.') and mmseg_version.startswith('1.')
+
+
+def test_unknown_type_in_root_registry_lists_attentions_and_suggests():
+    import mmsa  # noqa: F401
+    from mmdet.registry import MODELS as DET
+    from mmengine.registry import MODELS, DefaultScope
+
+    with pytest.raises(KeyError) as err:
+        MODELS.build(dict(type='SAX'))
+    message = str(err.value)
+    assert message.startswith('SAX is not in the mmengine::model registry.')
+    assert "Did you mean 'SA'?" in message
+    listed = message.split('Attention types (mmsa): ')[1].split(', e.g.')[0]
+    assert set(listed.split(', ')) == set(ATTENTION_NAMES)
+    # the frameworks' registries explain too, and suggest their own names
+    with pytest.raises(KeyError, match="Did you mean 'AttnResNet'"):
+        DET.build(dict(type='AttnResnet', depth=18))
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        with pytest.raises(KeyError, match="Did you mean 'FPN'"):
+            MODELS.build(dict(type='FPNN'))
+        # lookups through them still work, under either registry
+        neck = MODELS.build(dict(type='FPN', in_channels=[8, 16],
+                                 out_channels=8, num_outs=2))
+    assert type(neck).__name__ == 'FPN'
+    assert type(DET.build(dict(type='AttnResNet', depth=18))).__name__ == \
+        'AttnResNet'
+    # a KeyError raised inside a known type's constructor is left as it is
+    with pytest.raises(KeyError, match='invalid depth 42') as err:
+        MODELS.build(dict(type='AttnResNet', depth=42))
+    assert 'Did you mean' not in str(err.value)

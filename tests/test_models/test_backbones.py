@@ -345,3 +345,63 @@ def test_bad_attention_in_backbone_names_the_value():
         AttnResNet(depth=18, attention=dict(type='SA', groups=64))
     with pytest.raises(KeyError, match='invalid depth 42'):
         AttnResNet(depth=42)
+
+
+@pytest.mark.parametrize('mask,stages', [
+    ('TFTF', [1, 3]), ('FFFF', []), ('fttt', [2, 3, 4]),
+    ((0, 1, 1, 0), [2, 3]), ([True, False, False, True], [1, 4])])
+def test_stage_mask_letters_are_read_as_letters_not_truthy(mask, stages):
+    model = AttnResNet(depth=50, attention=dict(type='SE'),
+                       attention_stages=mask)
+    with_se = [i + 1 for i in range(4)
+               if hasattr(getattr(model, f'layer{i + 1}')[0], 'se')]
+    assert with_se == stages
+
+
+@pytest.mark.parametrize('mask,message', [
+    (True, r'attention_stages=True is not a stage mask; give one bool per '
+     r'stage, e.g. \(True, True, True, True\)'),
+    ('all', r"attention_stages='all' is not a stage mask"),
+    ('TFT', r"attention_stages='TFT' is not a stage mask.*'FTTT'"),
+    ('TXTF', r"attention_stages='TXTF' is not a stage mask"),
+    (('T', 'F', 'T', 'F'), r"entries must be True/False, got 'T'"),
+    ((1, 0, 2, 1), r'entries must be True/False, got 2'),
+])
+def test_stage_mask_that_reads_ambiguously_is_refused(mask, message):
+    with pytest.raises(ValueError, match=message):
+        AttnResNet(depth=50, attention=dict(type='SE'),
+                   attention_stages=mask)
+
+
+@pytest.mark.parametrize('kwargs,key', [
+    (dict(attention_stages=(False, True, True, True)), 'attention'),
+    (dict(stage_attention_stages='TTFF'), 'stage_attention'),
+])
+def test_stage_mask_without_its_attention_is_an_error(kwargs, key):
+    with pytest.raises(ValueError, match=rf'{key}_stages=.* is set but '
+                       rf'{key} is None, so no stage would get attention; '
+                       rf"set {key}=dict\(type='SA'\)"):
+        AttnResNet(depth=50, **kwargs)
+
+
+@pytest.mark.parametrize('attention,plugin,names', [
+    ('SE', dict(type='SE'), ('se2', 'se')),
+    ('GC', dict(type='ContextBlock', ratio=1. / 16), ('gc', 'context_block')),
+])
+def test_attention_and_same_plugin_at_one_position_is_refused(
+        attention, plugin, names):
+    plugins = [dict(cfg=plugin, position='after_conv3')]
+    with pytest.raises(ValueError, match=(
+            rf'attention \(layer1\.0\.{names[0]}: \w+\) and a plugins '
+            rf'entry \(layer1\.0\.{names[1]}: \w+\) are both at '
+            r'after_conv3.*remove that plugins entry or set attention=None')):
+        AttnResNet(depth=50, attention=dict(type=attention), plugins=plugins)
+
+
+def test_same_attention_as_plugin_at_another_position_is_allowed():
+    model = AttnResNet(
+        depth=50, attention=dict(type='SE'),
+        plugins=[dict(cfg=dict(type='SE'), position='after_conv2')])
+    block = model.layer1[0]
+    assert block.after_conv2_plugin_names == ['se']
+    assert block.attention_names['after_conv3'] == ['se2']

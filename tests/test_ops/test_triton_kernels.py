@@ -63,18 +63,20 @@ def _layout(x: torch.Tensor, layout: str) -> torch.Tensor:
     return x.contiguous()
 
 
-def _run_sa(sa, x, residual, grad_out, impl):
-    sa = sa.train()
-    sa.impl = impl
-    sa.zero_grad(set_to_none=True)
+def _run(module, x, identity, grad_out, impl):
+    """Forward with ``impl`` (SA: the path it reports must be that one),
+    backward of ``grad_out``: output, input, parameter and identity
+    gradients."""
+    module.impl = impl
+    module.zero_grad(set_to_none=True)
     x = x.detach().clone().requires_grad_()
-    res = None if residual is None else residual.detach().clone(
+    idt = None if identity is None else identity.detach().clone(
     ).requires_grad_()
-    out = sa(x, identity=res)
+    out = module(x, identity=idt)
     out.backward(grad_out.to(out.dtype))
-    assert sa.path == impl
-    grads = {n: p.grad for n, p in sa.named_parameters()}
-    return out.detach(), x.grad, grads, None if res is None else res.grad
+    assert getattr(module, 'path', impl) == impl
+    grads = {n: p.grad for n, p in module.named_parameters()}
+    return out.detach(), x.grad, grads, None if idt is None else idt.grad
 
 
 def _check_sa(shape, groups, dtype=torch.float32, layout='contiguous',
@@ -84,11 +86,11 @@ def _check_sa(shape, groups, dtype=torch.float32, layout='contiguous',
     x = torch.randn(shape, generator=gen) * 2 + 1
     res = torch.randn(shape, generator=gen) if residual else None
     grad_out = torch.randn(shape, generator=gen)
-    out, dx, grads, dres = _run_sa(
+    out, dx, grads, dres = _run(
         copy.deepcopy(sa).to(dtype), _layout(x.to(dtype), layout),
         None if res is None else _layout(res.to(dtype), layout), grad_out,
         'triton')
-    ref_out, ref_dx, ref_grads, ref_dres = _run_sa(
+    ref_out, ref_dx, ref_grads, ref_dres = _run(
         copy.deepcopy(sa).double(), x.double(),
         None if res is None else res.double(), grad_out.double(),
         'reference')
@@ -131,7 +133,7 @@ def test_triton_sa_merges_statistics_of_split_planes(layout):
     come from several chunks, merged exactly (Chan's formula)."""
     shape = (1, 4, 50, 51)
     p = shape[2] * shape[3]
-    with mock.patch.object(support, '_multiprocessors', return_value=64):
+    with mock.patch.object(support, 'programs_wanted', return_value=256):
         plan = support.plan_tiles(torch.device('cpu'), 1, 4, p,
                                   1 if layout == 'channels_last' else p)
         assert plan[2] > 1, plan  # the planes are split
@@ -146,9 +148,8 @@ def test_triton_sa_stays_accurate_far_from_zero_mean():
     sa = randomize_(ShuffleAttention(16, groups=2), seed=3)
     x = torch.randn(2, 16, 9, 7, generator=gen) + 1e4
     grad_out = torch.randn(x.shape, generator=gen)
-    out, dx, grads, _ = _run_sa(copy.deepcopy(sa), x, None, grad_out,
-                                'triton')
-    ref_out, ref_dx, ref_grads, _ = _run_sa(
+    out, dx, grads, _ = _run(copy.deepcopy(sa), x, None, grad_out, 'triton')
+    ref_out, ref_dx, ref_grads, _ = _run(
         copy.deepcopy(sa).double(), x.double(), None, grad_out.double(),
         'reference')
     # out = x * gate with x ~ 1e4: an error of 1e-2 is a gate error of 1e-6
@@ -178,18 +179,6 @@ GATE_MODULES = {
 }
 
 
-def _run_gate_module(module, x, identity, grad_out, impl):
-    module.impl = impl
-    module.zero_grad(set_to_none=True)
-    x = x.detach().clone().requires_grad_()
-    idt = None if identity is None else identity.detach().clone(
-    ).requires_grad_()
-    out = module(x, identity=idt)
-    out.backward(grad_out.to(out.dtype))
-    grads = {n: p.grad for n, p in module.named_parameters()}
-    return out.detach(), x.grad, grads, None if idt is None else idt.grad
-
-
 @pytest.mark.parametrize('name', sorted(GATE_MODULES))
 @pytest.mark.parametrize('layout,identity', [('contiguous', True),
                                              ('contiguous', False),
@@ -203,13 +192,12 @@ def test_triton_gate_modules_match_reference(name, layout, identity):
     x = torch.randn(2, 16, 5, 7, generator=gen)
     idt = torch.randn(x.shape, generator=gen) if identity else None
     grad_out = torch.randn(x.shape, generator=gen)
-    out, dx, grads, didt = _run_gate_module(
+    out, dx, grads, didt = _run(
         copy.deepcopy(module), _layout(x, layout),
         None if idt is None else _layout(idt, layout), grad_out, 'triton')
-    ref = _run_gate_module(copy.deepcopy(module).double(), x.double(),
-                           None if idt is None else idt.double(),
-                           grad_out.double(), 'reference')
-    ref_out, ref_dx, ref_grads, ref_didt = ref
+    ref_out, ref_dx, ref_grads, ref_didt = _run(
+        copy.deepcopy(module).double(), x.double(),
+        None if idt is None else idt.double(), grad_out.double(), 'reference')
     if layout == 'channels_last':
         assert out.is_contiguous(memory_format=torch.channels_last)
     _assert_matches(out, ref_out, torch.float32, 'output')
@@ -252,9 +240,10 @@ def test_triton_gate_splits_channels_of_a_group_across_programs():
     """More programs wanted than (sample, group, p-block) triples: each
     group's channels are cut into chunks whose spatial-gate gradients are
     summed afterwards."""
+    from mmsa.ops import triton_gate
     gen = torch.Generator().manual_seed(3)
-    x = torch.randn(1, 64, 3, 3, generator=gen)
-    gs = torch.rand(1, 2, 3, 3, generator=gen)
+    x = torch.randn(1, 64, 16, 17, generator=gen)
+    gs = torch.rand(1, 2, 16, 17, generator=gen)
     gc = torch.rand(1, 64, generator=gen)
     grad_out = torch.randn(x.shape, generator=gen)
 
@@ -264,7 +253,8 @@ def test_triton_gate_splits_channels_of_a_group_across_programs():
         apply_gates(*ins, impl=impl).backward(grad_out.to(dt))
         return [t.grad for t in ins]
 
-    with mock.patch.object(support, '_multiprocessors', return_value=64):
+    with mock.patch.object(support, 'programs_wanted', return_value=256):
+        assert triton_gate._plan(x, x.stride(1), 2)[3] > 1  # chunks
         got = run('triton', torch.float32)
     for a, b in zip(got, run('reference', torch.float64)):
         _assert_matches(a, b, torch.float32, 'gradient')
@@ -303,7 +293,8 @@ def test_triton_path_falls_back_with_one_log_line_per_reason():
         messages = [c.args[0] for c in log.call_args_list]
         assert len(messages) == 2, messages  # one for SA, one for the gate
         assert all(reason in m for m in messages), messages
-        ref = apply_shuffle_attention(x, 2, *sa.parameters(), impl='reference')[0]
+        ref = apply_shuffle_attention(x, 2, *sa.parameters(),
+                                      impl='reference')[0]
         assert torch.equal(out, ref)
 
 
@@ -314,7 +305,8 @@ def test_kernels_step_aside_under_export_and_compile():
     x = torch.randn(1, 16, 3, 3)
     import mmsa.ops.shuffle_attention as sa_ops
     with mock.patch.object(sa_ops, 'is_exporting', return_value=True):
-        out, path = apply_shuffle_attention(x, 2, *sa.parameters(), impl='triton')
+        out, path = apply_shuffle_attention(x, 2, *sa.parameters(),
+                                            impl='triton')
     assert path == 'reference'
     traced = torch.jit.trace(sa, x, check_trace=False)
     assert 'triton' not in str(traced.inlined_graph).lower()

@@ -10,6 +10,7 @@ The source is one of the VAN-Classification checkpoints (van_b0..b3,
 """
 import argparse
 import os.path as osp
+import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -17,10 +18,7 @@ import mmengine
 import torch
 
 from mmsa.converters.van import convert_van
-
-# timm's training script stores its argparse arguments under ``args``;
-# a Namespace holds plain values, so it is the one non-tensor type allowed.
-SAFE_TYPES = [argparse.Namespace]
+from mmsa.utils import UnsafeCheckpointError, safe_load
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -35,10 +33,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
-    with torch.serialization.safe_globals(SAFE_TYPES):
-        checkpoint = torch.load(args.src,
-                                map_location='cpu',
-                                weights_only=True)
+    try:
+        # weights only; the ``args`` Namespace timm's training script
+        # stores is among the plain values safe_load allows
+        checkpoint = safe_load(args.src)
+    except (UnsafeCheckpointError, OSError) as err:
+        sys.exit(f'error: {err}')
     state_dict = convert_van(checkpoint)
     Path(args.dst).parent.mkdir(parents=True, exist_ok=True)
     meta = dict(source=osp.basename(args.src),

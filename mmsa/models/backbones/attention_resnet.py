@@ -147,6 +147,58 @@ def per_stage(value, num_stages: int, what: str) -> list:
     return [value] * num_stages
 
 
+def stage_mask(value, num_stages: int, what: str) -> List[bool]:
+    """One bool per stage from ``value``, refusing what reads ambiguously.
+
+    A sequence of bools (or 0/1) with one entry per stage, or a string of
+    ``T``/``F`` letters such as ``'FTTT'`` (case-insensitive). Anything
+    else, in particular ``True`` or ``'all'``, is an error: ``bool('F')`` is
+    True, so letters must never be read as truthy values.
+    """
+    example = ', '.join(['True'] * num_stages)
+    fix = (f'give one bool per stage, e.g. ({example}) for all '
+           f'{num_stages} stages, or a string of T/F letters such as '
+           f"{'F' + 'T' * (num_stages - 1)!r}")
+    if isinstance(value, str):
+        letters = value.upper()
+        if len(letters) == num_stages and set(letters) <= set('TF'):
+            return [c == 'T' for c in letters]
+        raise ValueError(f'{what}={value!r} is not a stage mask; {fix}')
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f'{what}={value!r} is not a stage mask; {fix}')
+    if len(value) != num_stages:
+        raise ValueError(
+            f'{what} has {len(value)} entries but the backbone has '
+            f'num_stages={num_stages}; {fix}')
+    bad = [v for v in value if not (isinstance(v, bool) or
+                                    (isinstance(v, int) and v in (0, 1)))]
+    if bad:
+        raise ValueError(f'{what}={value!r}: entries must be True/False, '
+                         f'got {bad[0]!r}; {fix}')
+    return [bool(v) for v in value]
+
+
+def check_not_also_a_plugin(block: nn.Module, name: str, position: str,
+                            where: str) -> None:
+    """Refuse an attention that a stock ``plugins`` entry already puts at
+    the same position of ``block`` (e.g. ``attention=dict(type='SE')`` plus
+    an SE plugin would give every block two SE modules, ``se`` and
+    ``se2``). Different types at one position are a legitimate stack."""
+    if not getattr(block, 'with_plugins', False):
+        return
+    module = getattr(block, name)
+    for plugin_name in getattr(block, f'{position}_plugin_names', ()):
+        plugin = getattr(block, plugin_name)
+        if isinstance(plugin, type(module)) or isinstance(module,
+                                                          type(plugin)):
+            raise ValueError(
+                f'attention ({where}.{name}: {type(module).__name__}) and '
+                f'a plugins entry ({where}.{plugin_name}: '
+                f'{type(plugin).__name__}) are both at {position}, so every '
+                f'block would apply it twice; keep one: remove that '
+                f'plugins entry or set attention=None')
+
+
 class AttentionResNetMixin:
     """Adds block-level and stage-level attention to a ResNet backbone.
 
@@ -220,9 +272,12 @@ class AttentionResNetMixin:
         for i, layer_name in enumerate(self.res_layers):
             layer = getattr(self, layer_name)
             if cfgs[i] is not None:
-                chosen = list(layer) if blocks[i] == 'all' else [layer[-1]]
-                for block in chosen:
-                    block.add_attention(cfgs[i], attention_position)
+                first = 0 if blocks[i] == 'all' else len(layer) - 1
+                for j in range(first, len(layer)):
+                    name = layer[j].add_attention(cfgs[i], attention_position)
+                    check_not_also_a_plugin(layer[j], name,
+                                            attention_position,
+                                            f'{layer_name}.{j}')
         self.stage_attention_names: List[Optional[str]] = []
         for i, cfg in enumerate(stage_cfgs):
             name = None
@@ -238,12 +293,18 @@ class AttentionResNetMixin:
     def _stage_cfgs(cfg: AttentionCfg, stages: Optional[Sequence[bool]],
                     n: int, what: str, default: List[bool]) -> list:
         if cfg is None:
+            if stages is not None:
+                # An error, not a warning: the run would otherwise train a
+                # plain ResNet while the config reads as an attention one.
+                raise ValueError(
+                    f'{what}_stages={stages!r} is set but {what} is None, so '
+                    f"no stage would get attention; set {what}=dict(type="
+                    f"'SA') (or another type) or remove {what}_stages "
+                    f'({what}_stages=None when a base config sets it)')
             return [None] * n
         cfgs = per_stage(cfg, n, what)
-        stages = default if stages is None else list(stages)
-        if len(stages) != n:
-            raise ValueError(f'{what}_stages has {len(stages)} entries but '
-                             f'the backbone has num_stages={n}')
+        stages = default if stages is None else stage_mask(
+            stages, n, f'{what}_stages')
         return [c if on else None for c, on in zip(cfgs, stages)]
 
     def _stage_out_channels(self, i: int) -> int:

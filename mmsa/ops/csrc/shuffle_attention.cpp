@@ -16,6 +16,7 @@
 // AVX-512, AVX2+FMA or the compiler's default) and float64 (scalar, for
 // gradcheck).
 #include <torch/extension.h>
+#include <torch/version.h>
 
 #include <ATen/EmptyTensor.h>
 #include <ATen/Parallel.h>
@@ -824,6 +825,17 @@ at::Tensor sa_fused(const at::Tensor& x,
 // in Python: with the caches cold after a pass over a large tensor those
 // cost ~60 us a call on the 2-core box. Under CPU autocast x and residual
 // run in float32, outside autocast.
+// at::autocast::is_autocast_enabled(DeviceType) came with torch 2.4; torch
+// 2.1 to 2.3 have one function per device.
+static bool cpu_autocast_enabled() {
+#if TORCH_VERSION_MAJOR > 2 || \
+    (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  return at::autocast::is_autocast_enabled(at::kCPU);
+#else
+  return at::autocast::is_cpu_enabled();
+#endif
+}
+
 std::optional<at::Tensor> sa_fused_if_supported(
     const at::Tensor& x, const std::optional<at::Tensor>& residual,
     const at::Tensor& cweight, const at::Tensor& cbias,
@@ -832,7 +844,7 @@ std::optional<at::Tensor> sa_fused_if_supported(
     double eps) {
   if (!x.device().is_cpu()) return std::nullopt;
   if (x.dim() == 4 && x.size(2) * x.size(3) == 0) return std::nullopt;
-  if (!at::autocast::is_autocast_enabled(at::kCPU)) {
+  if (!cpu_autocast_enabled()) {
     const auto dtype = x.scalar_type();
     if (dtype != at::kFloat && dtype != at::kDouble) return std::nullopt;
     return sa_fused(x, residual, cweight, cbias, sweight, sbias, gn_weight,
