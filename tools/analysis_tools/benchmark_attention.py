@@ -37,12 +37,12 @@ is taken per round, ``variant / plain R50 - 1`` in the same round.
   the run has compiled for ``--compile-budget`` seconds, compiled variants
   are left out; so is a variant whose first call fails (traceback printed).
   ``--out`` saves the result after each section.
-* Targets (issue 21), a verdict each from the medians at every input and
+* Targets, a verdict each from the medians at every input and
   precision: SA-R50 train step <= +10%, inference <= +5%, train peak memory
   <= +15% over R50; SE and ECA train step <= +10%; SGE and CBAM train
-  overhead <= half their official composition's, measured beside them (the
-  issue's figures came from another day); every mmsa attention at least as
-  fast as its official composition and its torch.compile; SA op
+  overhead <= half their official composition's, measured beside them
+  (figures of another day would not compare); every mmsa attention at least
+  as fast as its official composition and its torch.compile; SA op
   forward+backward <= 2.5x floor at the first det stage, (2,256,200,336).
 """
 import argparse
@@ -72,7 +72,7 @@ QUICK_INPUTS = {'det': (1, 3, 64, 96), 'seg': (1, 3, 64, 64)}
 STAGES = ((256, 4), (512, 8), (1024, 16), (2048, 32))  # channels, stride
 ATTENTIONS = ('SA', 'SE', 'ECA', 'SGE', 'CBAM')
 FLOOR_PASSES = {'fwd': 3, 'fb': 8}
-LIMITS = (  # issue 21's: attention, overhead, what, bound (mmsa over R50)
+LIMITS = (  # the targets: attention, overhead, what, bound (mmsa over R50)
     ('SA', 'train_overhead', 'train step', 0.10),
     ('SA', 'infer_overhead', 'inference', 0.05),
     ('SA', 'peak_overhead', 'train peak memory', 0.15),
@@ -509,7 +509,7 @@ def bench_ops(args, timer, first_calls: FirstCalls, result: dict,
 
 
 def target_rows(result: dict) -> List[Tuple[str, str, str]]:
-    """(target, measured, verdict) for each of issue 21's targets that the
+    """(target, measured, verdict) for each target that the
     run measured: 'met' where the median at every input and precision is
     within it, else 'missed'."""
     rows = []
@@ -582,7 +582,8 @@ def _table(caption: str, head: Sequence[str], rows: List[list]) -> List[str]:
 
 def markdown(result: dict) -> str:
     """The run as markdown: the op table, a backbone table per input and
-    precision, a summary in the issue's form, compile times, verdicts."""
+    precision, a summary (variant x input x precision), compile times and
+    the verdicts."""
     lines = [f'{result["machine"]}; torch {result["torch"]}; '
              f'{result["date"]}; {result["rounds"]} rounds, medians '
              '[interquartile range].']
@@ -635,13 +636,13 @@ def markdown(result: dict) -> str:
         lines += ['', f'Left out: {"; ".join(result["left_out"])}.']
     targets = target_rows(result)
     if targets:
-        lines += _table('Targets (issue 21), by the medians:',
+        lines += _table('Targets, by the medians:',
                         ['target', 'measured', 'verdict'], targets)
     return '\n'.join(lines) + '\n'
 
 
 def summary(backbones: List[dict], combos: List[tuple]) -> List[str]:
-    """The issue's table: per variant, the median overheads over R50 of the
+    """The summary table: per variant, the median overheads over R50 of the
     train step and the inference at each input and precision, and the train
     peak memory at the first (CUDA only)."""
     bb = {(r['input'], r['precision'], r['model']): r for r in backbones}
