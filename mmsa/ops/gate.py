@@ -52,8 +52,8 @@ def apply_gates(x: torch.Tensor,
     Args:
         x (Tensor): The input, N x C x H x W.
         channel_gate (Tensor, optional): N x C (or N x C x 1 x 1).
-        spatial_gate (Tensor, optional): N x G x H x W (or N*G x 1 x H x W)
-            with G dividing C.
+        spatial_gate (Tensor, optional): N x G x H x W with G dividing C;
+            gate g multiplies channels g*C/G to (g+1)*C/G - 1.
         identity (Tensor, optional): The block's identity, ``x``'s shape.
         impl (str): ``'auto'`` (Triton on CUDA, else the reference),
             ``'triton'`` (where it cannot run: the reference, logged once)
@@ -71,5 +71,5 @@ def apply_gates(x: torch.Tensor,
         if reason is None:
             return load_kernels('triton_gate').gate_triton(
                 x, channel_gate, spatial_gate, identity)
-        log_fallback_once('gate', reason)
+        log_fallback_once('Gate epilogue', reason)
     return gate_reference(x, channel_gate, spatial_gate, identity)
