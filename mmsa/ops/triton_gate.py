@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 
 from . import triton_support
-from .triton_support import nc_p_strides, on_device
+from .triton_support import nc_p_strides, on_device, tile
 from .triton_sa import _strides
 
 
@@ -119,12 +119,7 @@ def _plan(x: torch.Tensor, channel_stride: int, groups: int) -> tuple:
     samples x groups x p-blocks are too few to fill the device."""
     n, c, h, w = x.shape
     p, cpg = h * w, c // groups
-    if channel_stride == 1 and c > 1:  # channels_last: rows along c
-        block_c = min(triton.next_power_of_2(cpg), 64)
-        block_p = max(1, min(triton.next_power_of_2(p), 2048 // block_c))
-    else:
-        block_p = min(triton.next_power_of_2(p), 256)
-        block_c = max(1, min(triton.next_power_of_2(cpg), 2048 // block_p))
+    block_c, block_p = tile(cpg, p, channel_stride == 1 and c > 1, max_p=256)
     programs = n * groups * triton.cdiv(p, block_p)
     splits = max(1, min(triton.cdiv(triton_support.programs_wanted(x.device),
                                     programs),
@@ -154,12 +149,7 @@ class GateTriton(torch.autograd.Function):
             sr = (0, 0, 0)
         y = torch.empty_like(x)
         sy = nc_p_strides(y)
-        if sx[1] == 1 and c > 1:
-            block_c = min(triton.next_power_of_2(c), 64)
-            block_p = max(1, min(triton.next_power_of_2(p), 2048 // block_c))
-        else:
-            block_p = min(triton.next_power_of_2(p), 1024)
-            block_c = max(1, min(triton.next_power_of_2(c), 2048 // block_p))
+        block_c, block_p = tile(c, p, sx[1] == 1 and c > 1, max_p=1024)
         grid = (n * triton.cdiv(c, block_c), triton.cdiv(p, block_p))
         _gate_forward_kernel[grid](
             x, x if gc_ is None else gc_, x if gs_ is None else gs_,

@@ -16,7 +16,7 @@ import torch
 
 __all__ = ['triton_unavailable', 'triton_unsupported', 'interpreting',
            'load_kernels', 'nc_p_strides', 'plan_tiles', 'on_device',
-           'programs_wanted']
+           'programs_wanted', 'tile']
 
 # tl.* calls the kernels use exist in this form from Triton 2.1 on; the
 # interpreter runs CPU tensors from Triton 3.0.
@@ -128,6 +128,21 @@ def programs_wanted(device: torch.device) -> int:
     return _STATE[key]
 
 
+def tile(channels: int, p: int, channels_last: bool, max_p: int,
+         max_c: int = 2048) -> Tuple[int, int]:
+    """(block_c, block_p) of a ~2k-value tile whose long side is the
+    contiguous axis: up to 64 channels in channels_last, else up to
+    ``max_p`` positions (and ``max_c`` channels)."""
+    import triton
+    if channels_last:
+        block_c = min(triton.next_power_of_2(channels), 64)
+        return block_c, max(1, min(triton.next_power_of_2(p),
+                                   2048 // block_c))
+    block_p = min(triton.next_power_of_2(p), max_p)
+    return max(1, min(triton.next_power_of_2(channels), 2048 // block_p,
+                      max_c)), block_p
+
+
 def plan_tiles(device: torch.device, rows: int, channels: int, p: int,
                channel_stride: int) -> Tuple[int, int, int, int]:
     """(block_c, block_p, splits, chunk) for a reduction over p of
@@ -139,13 +154,8 @@ def plan_tiles(device: torch.device, rows: int, channels: int, p: int,
     of a ResNet in channels_last: 2 x 4 channel blocks).
     """
     import triton
-    if channel_stride == 1 and channels > 1:  # channels_last
-        block_c = min(triton.next_power_of_2(channels), 64)
-        block_p = max(1, min(triton.next_power_of_2(p), 2048 // block_c))
-    else:
-        block_p = min(triton.next_power_of_2(p), 2048)
-        block_c = max(1, min(triton.next_power_of_2(channels),
-                             2048 // block_p, 16))
+    block_c, block_p = tile(channels, p, channel_stride == 1 and channels > 1,
+                            max_p=2048, max_c=16)
     programs = rows * triton.cdiv(channels, block_c)
     splits = max(1, min(triton.cdiv(programs_wanted(device), programs),
                         triton.cdiv(p, block_p), 64))
