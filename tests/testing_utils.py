@@ -121,3 +121,20 @@ def run_common_checks(factory: Callable[[int], nn.Module],
         check_channels_last(module, x)
         check_bf16_autocast(module, x)
     check_compile(module, x)
+
+
+def cpu_config(node):
+    """A config node (dict/list, e.g. ``cfg.model``) made buildable on one
+    CPU process, in place: SyncBN -> BN, no ``init_cfg`` or ``pretrained``
+    (no download). Returns ``node``."""
+    if isinstance(node, dict):
+        if node.get('type') == 'SyncBN':
+            node['type'] = 'BN'
+        node.pop('init_cfg', None)
+        node.pop('pretrained', None)
+        for value in node.values():
+            cpu_config(value)
+    elif isinstance(node, list):
+        for value in node:
+            cpu_config(value)
+    return node

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from testing_utils import cpu_config
 
 pytest.importorskip('mmdet')
 pytest.importorskip('mmseg')
@@ -37,24 +38,9 @@ def _load(path: Path) -> Config:
     return copy.deepcopy(_loaded[path])
 
 
-def _cpu(node):
-    """SyncBN -> BN and no pretrained download, in place."""
-    if isinstance(node, dict):
-        if node.get('type') == 'SyncBN':
-            node['type'] = 'BN'
-        node.pop('init_cfg', None)
-        node.pop('pretrained', None)
-        for value in node.values():
-            _cpu(value)
-    elif isinstance(node, list):
-        for value in node:
-            _cpu(value)
-    return node
-
-
 def _build_part(cfg: Config, key: str) -> torch.nn.Module:
     """Build the backbone/neck that holds the attention, on meta."""
-    part = _cpu(copy.deepcopy(cfg.model[key.split('.')[1]]).to_dict())
+    part = cpu_config(copy.deepcopy(cfg.model[key.split('.')[1]]).to_dict())
     cache_key = (cfg.get('default_scope'), repr(part))
     if cache_key not in _built:
         init_default_scope(cfg.get('default_scope', 'mmdet'))

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from testing_utils import cpu_config
 
 pytest.importorskip('mmdet')
 pytest.importorskip('mmseg')
@@ -63,20 +64,6 @@ def test_openmim_reader_accepts_the_index():
             assert result.metrics, model.name
 
 
-def _no_sync_bn_no_download(node):
-    if isinstance(node, dict):
-        if node.get('type') == 'SyncBN':
-            node['type'] = 'BN'
-        node.pop('init_cfg', None)
-        node.pop('pretrained', None)
-        for value in node.values():
-            _no_sync_bn_no_download(value)
-    elif isinstance(node, list):
-        for value in node:
-            _no_sync_bn_no_download(value)
-    return node
-
-
 @pytest.mark.parametrize('model', MODELS_LISTED,
                          ids=[m['Name'] for m in MODELS_LISTED])
 def test_config_loads_and_has_the_listed_parameter_count(model):
@@ -85,7 +72,7 @@ def test_config_loads_and_has_the_listed_parameter_count(model):
     on the meta device: the count without allocating the weights."""
     cfg = Config.fromfile(str(ROOT / model['Config']))
     init_default_scope(cfg.get('default_scope', 'mmdet'))
-    model_cfg = _no_sync_bn_no_download(copy.deepcopy(cfg.model))
+    model_cfg = cpu_config(copy.deepcopy(cfg.model))
     try:
         with torch.device('meta'):
             built = MODELS.build(copy.deepcopy(model_cfg))
