@@ -40,13 +40,13 @@ class DatasetError(ValueError):
     """A dataset file is missing or malformed."""
 
 
-def _datasets(cfg: dict) -> Iterator[dict]:
+def leaf_datasets(cfg: dict) -> Iterator[dict]:
     """Leaf dataset configs inside wrappers (Repeat/Concat/ClassBalanced)."""
     if 'datasets' in cfg:
         for sub in cfg['datasets']:
-            yield from _datasets(sub)
+            yield from leaf_datasets(sub)
     elif 'dataset' in cfg:
-        yield from _datasets(cfg['dataset'])
+        yield from leaf_datasets(cfg['dataset'])
     else:
         yield cfg
 
@@ -345,7 +345,7 @@ def check_datasets(cfg: Config, splits: List[str]) -> None:
         if not loader:
             continue
         train = split == 'train_dataloader'
-        for ds in _datasets(loader['dataset']):
+        for ds in leaf_datasets(loader['dataset']):
             root = ds.get('data_root')
             prefix = ds.get('data_prefix') or {}
             where = f'{split}.dataset'

@@ -5,22 +5,12 @@ with the config's model, data pipeline, optimizer and evaluator. It checks
 that a setup works end to end (data found, model built, a loss goes
 backward, the metric runs) in minutes; its numbers mean nothing.
 """
-from typing import Iterator
 
 from mmengine.config import Config
 
+from .preflight import leaf_datasets
+
 SMOKE_VAL_IMAGES = 8
-
-
-def _leaf_datasets(cfg: dict) -> Iterator[dict]:
-    """Dataset configs inside wrappers (Repeat/Concat/ClassBalanced)."""
-    if 'datasets' in cfg:
-        for sub in cfg['datasets']:
-            yield from _leaf_datasets(sub)
-    elif 'dataset' in cfg:
-        yield from _leaf_datasets(cfg['dataset'])
-    else:
-        yield cfg
 
 
 def make_smoke(cfg: Config, iters: int,
@@ -43,12 +33,12 @@ def make_smoke(cfg: Config, iters: int,
     train = cfg.get('train_dataloader')
     if train is not None:
         batch = train.get('batch_size', 1)
-        for dataset in _leaf_datasets(train):
+        for dataset in leaf_datasets(train):
             dataset['indices'] = iters * batch
     for name in ('val_dataloader', 'test_dataloader'):
         loader = cfg.get(name)
         if loader is not None:
-            for dataset in _leaf_datasets(loader):
+            for dataset in leaf_datasets(loader):
                 dataset['indices'] = val_images
     hooks = cfg.get('default_hooks') or {}
     hooks['logger'] = dict(type='LoggerHook', interval=1)
