@@ -11,6 +11,7 @@ from typing import Callable, Sequence, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,6 +44,23 @@ def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:
     return module
 
 
+def official_sa(x, groups, cweight, cbias, sweight, sbias, gn_weight,
+                gn_bias):
+    """``sa_layer.forward`` of wofmanaf/SA-Net, written out."""
+    b, c, h, w = x.shape
+    x = x.reshape(b * groups, -1, h, w)
+    x_0, x_1 = x.chunk(2, dim=1)
+    xn = F.adaptive_avg_pool2d(x_0, 1)
+    xn = cweight * xn + cbias
+    xn = x_0 * torch.sigmoid(xn)
+    xs = F.group_norm(x_1, x_1.shape[1], gn_weight, gn_bias, eps=1e-5)
+    xs = sweight * xs + sbias
+    xs = x_1 * torch.sigmoid(xs)
+    out = torch.cat([xn, xs], dim=1).reshape(b, -1, h, w)
+    out = out.reshape(b, 2, -1, h, w).permute(0, 2, 1, 3, 4)
+    return out.reshape(b, -1, h, w)
+
+
 def assert_close(actual: torch.Tensor, expected: torch.Tensor,
                  atol: float = 1e-5) -> None:
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
@@ -60,6 +78,15 @@ def assert_close_to_scale(actual: torch.Tensor, expected: torch.Tensor,
     scale = expected.abs().max().item()
     assert diff <= rtol * scale, \
         f'max abs diff {diff:.3g} > {rtol:g} * output scale {scale:.3g}'
+
+
+def ops_run(fn: Callable[[], object]) -> set:
+    """The names of the ops (profiler events) that ``fn()`` ran, e.g.
+    ``'mmsa::sa_fused'`` for SA's C++ kernel."""
+    with torch.profiler.profile(activities=[
+            torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return {event.name for event in prof.events()}
 
 
 def num_params(module: nn.Module) -> int:

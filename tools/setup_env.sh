@@ -115,8 +115,8 @@ pip_step mmsa-kernel "see the log; SA falls back to its reference path" \
     fail "import check (mmcv.ops, mmdet.models, mmseg.models, mmsa)" \
         "see the log above; a missing module means a dependency to add" \
         "$LOG_DIR/import-check.log"
-"$VENV/bin/python" -c 'import mmsa.ops.shuffle_attention as s
-print("fused SA kernel:", "built (%s)" % s._ext.isa() if s._ext else "not built")' ||
+"$VENV/bin/python" -c 'from mmsa.ops import cpu_kernel_isa as isa
+print("SA CPU kernel:", "built (%s)" % isa() if isa() else "not built")' ||
     true
 stamp_key >"$STAMP"
 say "environment ready in $((SECONDS - T_START))s: $VENV"

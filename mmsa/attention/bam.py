@@ -6,12 +6,12 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 
 from ..registry import register_attention
-from .base import check_input, end_block
+from .base import AttentionImpl, check_block_input
 from .utils import check_choice, check_positive_int, check_reduction
 
 
 @register_attention('BAM')
-class BAM(BaseModule):
+class BAM(AttentionImpl, BaseModule):
     """BAM: residual gate from a channel MLP and a dilated spatial branch.
 
     Park et al., "BAM: Bottleneck Attention Module", BMVC 2018
@@ -61,6 +61,8 @@ class BAM(BaseModule):
         fusion (str): How the branches combine inside the sigmoid:
             ``'add'`` (paper) or ``'mul'`` (official code). Defaults to
             ``'add'``.
+        impl (str): ``'auto'`` or ``'reference'`` (the same composition).
+            Defaults to ``'auto'``.
         init_cfg (dict, optional): mmengine initialisation config.
             Defaults to None.
     """
@@ -73,6 +75,7 @@ class BAM(BaseModule):
                  dilation: int = 4,
                  num_dilated_convs: int = 2,
                  fusion: str = 'add',
+                 impl: str = 'auto',
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         check_reduction('BAM', in_channels, reduction)
@@ -88,6 +91,7 @@ class BAM(BaseModule):
         self.dilation = dilation
         self.num_dilated_convs = num_dilated_convs
         self.fusion = fusion
+        self._set_impl(impl)
         hidden = in_channels // reduction
         self.hidden_channels = hidden
         self.channel_gate = nn.Sequential(
@@ -108,10 +112,8 @@ class BAM(BaseModule):
         spatial.append(nn.Conv2d(hidden, 1, 1))
         self.spatial_gate = nn.Sequential(*spatial)
 
-    def forward(self,
-                x: torch.Tensor,
-                identity: Optional[torch.Tensor] = None) -> torch.Tensor:
-        check_input(self, x)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_block_input(self, x)
         n, c = x.shape[:2]
         if self.training and n < 2:
             raise ValueError(
@@ -124,7 +126,7 @@ class BAM(BaseModule):
             gate = channel + spatial
         else:
             gate = channel * spatial
-        return end_block(x * (1 + gate.sigmoid()), identity)
+        return x * (1 + gate.sigmoid())
 
     def extra_repr(self) -> str:
         return (f'in_channels={self.in_channels}, '

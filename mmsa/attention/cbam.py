@@ -35,7 +35,9 @@ class CBAM(GateAttention):
     8,564 for ``C=256``, and 2,532,592 for the 16 blocks of ResNet-50 with
     ``r=16``, ``k=7`` (the paper's 28.09M total).
 
-    Compatible with ``torch.compile(fullgraph=True)``.
+    The gates are computed in PyTorch; :func:`mmsa.ops.block_end` applies
+    them (with the block's residual add and ReLU) in one Triton pass on
+    CUDA. Compatible with ``torch.compile(fullgraph=True)``.
 
     Args:
         in_channels (int): Channels C of the input.
@@ -43,6 +45,8 @@ class CBAM(GateAttention):
             Defaults to 16.
         kernel_size (int): Odd size k of the spatial gate's conv.
             Defaults to 7.
+        impl (str): ``'auto'``, ``'triton'`` or ``'reference'``.
+            Defaults to ``'auto'``.
         init_cfg (dict, optional): mmengine initialisation config.
             Defaults to None.
     """
@@ -53,6 +57,7 @@ class CBAM(GateAttention):
                  in_channels: int,
                  reduction: int = 16,
                  kernel_size: int = 7,
+                 impl: str = 'auto',
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         check_reduction('CBAM', in_channels, reduction,
@@ -62,6 +67,7 @@ class CBAM(GateAttention):
         self.in_channels = in_channels
         self.reduction = reduction
         self.kernel_size = kernel_size
+        self._set_impl(impl)
         hidden = in_channels // reduction
         self.hidden_channels = hidden
         self.channel_fc1 = nn.Linear(in_channels, hidden)
@@ -77,7 +83,7 @@ class CBAM(GateAttention):
         channel = self.channel_fc2(self.relu(
             self.channel_fc1(pooled))).sum(1).sigmoid()
         # the spatial gate's maps are of the channel-gated input; the
-        # output is x * channel * spatial in one pass (apply_gates)
+        # output is x * channel * spatial in one pass (block_end)
         gated = x * channel[:, :, None, None]
         maps = torch.cat([gated.amax(1, keepdim=True),
                           gated.mean(1, keepdim=True)], dim=1)
@@ -86,4 +92,4 @@ class CBAM(GateAttention):
     def extra_repr(self) -> str:
         return (f'in_channels={self.in_channels}, '
                 f'reduction={self.reduction}, '
-                f'kernel_size={self.kernel_size}')
+                f'kernel_size={self.kernel_size}, impl={self.impl!r}')

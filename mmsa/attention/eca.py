@@ -1,16 +1,31 @@
 """Efficient Channel Attention (ECA-Net)."""
-from typing import Optional, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
+from ..ops.block_end_reference import PlaneGate, register_plane_gate
 from ..registry import register_attention
-from .base import GateAttention
+from .base import PlaneGateAttention
 from .utils import check_odd_kernel, check_positive_int, eca_kernel_size
 
 
+@register_plane_gate('ECA')
+def eca_plane_gate(mean: torch.Tensor, var: Optional[torch.Tensor],
+                   params: Sequence[torch.Tensor], eps: float
+                   ) -> Tuple[None, torch.Tensor]:
+    """ECA's logit, a 1-D convolution across the plane means (zero
+    padding), of every plane (no term in ``x - mean``)."""
+    weight, = params
+    n, c = mean.shape
+    k = weight.shape[-1]
+    return None, F.conv1d(mean.reshape(n, 1, c), weight,
+                          padding=(k - 1) // 2).reshape(n, c)
+
+
 @register_attention('ECA')
-class EfficientChannelAttention(GateAttention):
+class EfficientChannelAttention(PlaneGateAttention):
     """ECA: channel gate from a 1-D convolution across pooled channels.
 
     Wang et al., "ECA-Net: Efficient Channel Attention for Deep Convolutional
@@ -28,7 +43,10 @@ class EfficientChannelAttention(GateAttention):
     Parameters: ``k`` (no bias). The weight is named ``conv.weight`` as in
     the official code.
 
-    Compatible with ``torch.compile(fullgraph=True)``.
+    The gate is a logit per (sample, channel) from the plane means, so
+    :func:`mmsa.ops.block_end` runs it as one statistics pass and one
+    element-wise pass (on CUDA with the block's ``bn3``, residual add and
+    ReLU folded in). Compatible with ``torch.compile(fullgraph=True)``.
 
     Args:
         in_channels (int): Channels C of the input.
@@ -36,6 +54,8 @@ class EfficientChannelAttention(GateAttention):
             Defaults to ``'auto'``.
         gamma (int): Rule parameter gamma for ``'auto'``. Defaults to 2.
         b (int): Rule parameter b for ``'auto'``. Defaults to 1.
+        impl (str): ``'auto'``, ``'triton'`` or ``'reference'``.
+            Defaults to ``'auto'``.
         init_cfg (dict, optional): mmengine initialisation config.
             Defaults to None.
     """
@@ -47,6 +67,7 @@ class EfficientChannelAttention(GateAttention):
                  kernel_size: Union[int, str] = 'auto',
                  gamma: int = 2,
                  b: int = 1,
+                 impl: str = 'auto',
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         check_positive_int('ECA', 'in_channels', in_channels,
@@ -71,13 +92,13 @@ class EfficientChannelAttention(GateAttention):
                 f"kernel_size='auto' (the paper's rule)")
         self.in_channels = in_channels
         self.kernel_size = kernel_size
+        self._set_impl(impl)
         self.conv = nn.Conv1d(
             1, 1, kernel_size, padding=(kernel_size - 1) // 2, bias=False)
 
-    def gates(self, x: torch.Tensor) -> tuple:
-        n, c = x.shape[:2]
-        y = self.conv(x.mean((2, 3)).reshape(n, 1, c))
-        return y.reshape(n, c).sigmoid(), None
+    def plane_gate(self) -> PlaneGate:
+        return PlaneGate('ECA', (self.conv.weight, ), uses_var=False)
 
     def extra_repr(self) -> str:
-        return f'in_channels={self.in_channels}, kernel_size={self.kernel_size}'
+        return (f'in_channels={self.in_channels}, '
+                f'kernel_size={self.kernel_size}, impl={self.impl!r}')

@@ -1,16 +1,16 @@
 """Global Context block, reusing mmcv's ``ContextBlock``."""
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 from mmcv.cnn import ContextBlock
 
 from ..registry import register_attention
-from .base import check_input, end_block
+from .base import AttentionImpl, check_block_input
 from .utils import check_choice, module_repr
 
 
 @register_attention('GC')
-class GlobalContext(ContextBlock):
+class GlobalContext(AttentionImpl, ContextBlock):
     """GCNet's global context block under mmsa's name and interface.
 
     Cao et al., "GCNet: Non-local Networks Meet Squeeze-Excitation Networks
@@ -31,6 +31,8 @@ class GlobalContext(ContextBlock):
         pooling_type (str): ``'att'`` or ``'avg'``. Defaults to ``'att'``.
         fusion_types (Sequence[str]): Subset of ``('channel_add',
             'channel_mul')``. Defaults to ``('channel_add',)``.
+        impl (str): ``'auto'`` or ``'reference'`` (the same composition).
+            Defaults to ``'auto'``.
     """
 
     _abbr_ = 'gc'
@@ -39,7 +41,8 @@ class GlobalContext(ContextBlock):
                  in_channels: int,
                  ratio: float = 1. / 16,
                  pooling_type: str = 'att',
-                 fusion_types: Sequence[str] = ('channel_add', )) -> None:
+                 fusion_types: Sequence[str] = ('channel_add', ),
+                 impl: str = 'auto') -> None:
         ctx = dict(in_channels=in_channels, ratio=ratio)
         if not (isinstance(ratio, (int, float)) and ratio > 0
                 and int(in_channels * ratio) >= 1):
@@ -56,10 +59,9 @@ class GlobalContext(ContextBlock):
                          ('channel_add', 'channel_mul'), **ctx)
         super().__init__(in_channels, ratio, pooling_type, fusion_types)
         self.in_channels = in_channels
+        self._set_impl(impl)
 
-    def forward(self,
-                x: torch.Tensor,
-                identity: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """mmcv's forward; with ``identity``, ``relu(out + identity)``."""
-        check_input(self, x)
-        return end_block(super().forward(x), identity)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """mmcv's forward, after mmsa's input check."""
+        check_block_input(self, x)
+        return super().forward(x)

@@ -6,12 +6,12 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 
 from ..registry import register_attention
-from .base import check_input, end_block
+from .base import AttentionImpl, check_block_input
 from .utils import check_positive_int
 
 
 @register_attention('LKA')
-class LargeKernelAttention(BaseModule):
+class LargeKernelAttention(AttentionImpl, BaseModule):
     """LKA: a decomposed 21x21 convolution used as a multiplicative gate.
 
     Guo et al., "Visual Attention Network", CVMJ 2023 (arXiv:2202.09741);
@@ -40,6 +40,8 @@ class LargeKernelAttention(BaseModule):
 
     Args:
         in_channels (int): Channels C of the input.
+        impl (str): ``'auto'`` or ``'reference'`` (the same composition).
+            Defaults to ``'auto'``.
         init_cfg (dict, optional): mmengine initialisation config.
             Defaults to None.
     """
@@ -48,11 +50,13 @@ class LargeKernelAttention(BaseModule):
 
     def __init__(self,
                  in_channels: int,
+                 impl: str = 'auto',
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         check_positive_int('LKA', 'in_channels', in_channels,
                            in_channels=in_channels)
         self.in_channels = in_channels
+        self._set_impl(impl)
         self.conv0 = nn.Conv2d(
             in_channels, in_channels, 5, padding=2, groups=in_channels)
         self.conv_spatial = nn.Conv2d(
@@ -64,9 +68,6 @@ class LargeKernelAttention(BaseModule):
             groups=in_channels)
         self.conv1 = nn.Conv2d(in_channels, in_channels, 1)
 
-    def forward(self,
-                x: torch.Tensor,
-                identity: Optional[torch.Tensor] = None) -> torch.Tensor:
-        check_input(self, x)
-        return end_block(x * self.conv1(self.conv_spatial(self.conv0(x))),
-                         identity)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_block_input(self, x)
+        return x * self.conv1(self.conv_spatial(self.conv0(x)))

@@ -5,12 +5,12 @@ import torch
 from mmcv.cnn import NonLocal2d
 
 from ..registry import register_attention
-from .base import check_input, end_block
+from .base import AttentionImpl, check_block_input
 from .utils import check_choice, check_reduction
 
 
 @register_attention('NonLocal')
-class NonLocal(NonLocal2d):
+class NonLocal(AttentionImpl, NonLocal2d):
     """Non-local block under mmsa's name and interface.
 
     Wang et al., "Non-local Neural Networks", CVPR 2018. The math is mmcv's
@@ -33,6 +33,8 @@ class NonLocal(NonLocal2d):
             Defaults to ``'embedded_gaussian'``.
         norm_cfg (dict, optional): Norm after the output conv.
             Defaults to None.
+        impl (str): ``'auto'`` or ``'reference'`` (the same composition).
+            Defaults to ``'auto'``.
     """
 
     _abbr_ = 'nl'
@@ -42,17 +44,17 @@ class NonLocal(NonLocal2d):
                  reduction: int = 2,
                  use_scale: bool = True,
                  mode: str = 'embedded_gaussian',
-                 norm_cfg: Optional[dict] = None) -> None:
+                 norm_cfg: Optional[dict] = None,
+                 impl: str = 'auto') -> None:
         check_reduction('NonLocal', in_channels, reduction)
         check_choice('NonLocal', 'mode', mode,
                      ('embedded_gaussian', 'gaussian', 'dot_product',
                       'concatenation'), in_channels=in_channels)
         super().__init__(in_channels, reduction=reduction,
                          use_scale=use_scale, mode=mode, norm_cfg=norm_cfg)
+        self._set_impl(impl)
 
-    def forward(self,
-                x: torch.Tensor,
-                identity: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """mmcv's forward; with ``identity``, ``relu(out + identity)``."""
-        check_input(self, x)
-        return end_block(super().forward(x), identity)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """mmcv's forward, after mmsa's input check."""
+        check_block_input(self, x)
+        return super().forward(x)

@@ -36,11 +36,15 @@ class SpatialGroupEnhance(GateAttention):
     (``weight``, ``bias``) so official checkpoints load by renaming the
     block prefix only.
 
+    The gate is computed in PyTorch; :func:`mmsa.ops.block_end` applies it
+    (with the block's residual add and ReLU) in one Triton pass on CUDA.
     Compatible with ``torch.compile(fullgraph=True)``.
 
     Args:
         in_channels (int): Channels C of the input; divisible by ``groups``.
         groups (int): Number of groups G. Defaults to 64 (official).
+        impl (str): ``'auto'``, ``'triton'`` or ``'reference'``.
+            Defaults to ``'auto'``.
         init_cfg (dict, optional): mmengine initialisation config.
             Defaults to None.
     """
@@ -50,11 +54,13 @@ class SpatialGroupEnhance(GateAttention):
     def __init__(self,
                  in_channels: int,
                  groups: int = 64,
+                 impl: str = 'auto',
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         check_groups('SGE', in_channels, groups)
         self.in_channels = in_channels
         self.groups = groups
+        self._set_impl(impl)
         self.weight = nn.Parameter(torch.zeros(1, groups, 1, 1))
         self.bias = nn.Parameter(torch.ones(1, groups, 1, 1))
 
@@ -75,4 +81,5 @@ class SpatialGroupEnhance(GateAttention):
         return None, t.sigmoid()
 
     def extra_repr(self) -> str:
-        return f'in_channels={self.in_channels}, groups={self.groups}'
+        return (f'in_channels={self.in_channels}, groups={self.groups}, '
+                f'impl={self.impl!r}')

@@ -1,24 +1,63 @@
 """Shuffle Attention (SA-Net)."""
-from typing import Optional
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-from mmengine.model import BaseModule
+import torch.nn.functional as F
 
-from ..ops.shuffle_attention import (SA_IMPLS, apply_shuffle_attention,
-                                     channel_shuffle)
+from ..ops.block_end_reference import (PlaneGate, channel_shuffle,
+                                       register_plane_gate)
 from ..registry import register_attention
-from ..utils.compat import is_compiling
-from .base import check_input
-from .utils import check_groups, module_repr
+from .base import PlaneGateAttention
+from .utils import check_groups
 
-__all__ = ['ShuffleAttention', 'channel_shuffle']
+__all__ = ['ShuffleAttention', 'channel_shuffle', 'sa_gates']
 
-IMPLS = SA_IMPLS
+
+@register_plane_gate('SA')
+def sa_plane_gate(mean: torch.Tensor, var: torch.Tensor,
+                  params: Sequence[torch.Tensor], eps: float
+                  ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """SA's logit ``p * (x - mean) + q`` of every plane: channel half
+    ``p = 0, q = cw * mean + cb`` (Eq. 2); spatial half (GroupNorm with one
+    channel a group, Eq. 3) ``p = sw * gw / sqrt(var + eps),
+    q = sw * gb + sb``."""
+    cweight, cbias, sweight, sbias, gn_weight, gn_bias = params
+    n, c = mean.shape
+    k = cweight.numel()
+    cw, cb = cweight.reshape(k), cbias.reshape(k)
+    sw, sb = sweight.reshape(k), sbias.reshape(k)
+    mean = mean.reshape(n, c // (2 * k), 2, k)
+    q_channel = cw * mean[:, :, 0] + cb
+    p_spatial = sw * gn_weight * torch.rsqrt(
+        var.reshape(n, c // (2 * k), 2, k)[:, :, 1] + eps)
+    q_spatial = (sw * gn_bias + sb).expand_as(p_spatial)
+    p = torch.stack([torch.zeros_like(p_spatial), p_spatial], 2)
+    return p.reshape(n, c), torch.stack([q_channel, q_spatial],
+                                        2).reshape(n, c)
+
+
+def sa_gates(x: torch.Tensor, sa: 'ShuffleAttention'
+             ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """SA's two gates (the paper's Eq. 2-3), before the channel shuffle:
+    the channel-branch weights ``sigmoid(cw * GAP(x) + cb)`` of shape
+    ``(N, G, k)`` and the spatial-branch gate ``sigmoid(sw * GN(x) + sb)``
+    of shape ``(N, G, k, H, W)``, ``k = C / (2 * groups)``; each multiplies
+    its half of each group."""
+    n, c, h, w = x.shape
+    xg = x.reshape(n * sa.groups, c // sa.groups, h, w)
+    x_channel, x_spatial = xg.chunk(2, dim=1)
+    k = x_channel.shape[1]
+    gate_c = (sa.cweight * x_channel.mean((2, 3), keepdim=True) +
+              sa.cbias).sigmoid()
+    x_norm = F.group_norm(x_spatial, k, sa.gn.weight, sa.gn.bias, sa.gn.eps)
+    gate_s = (sa.sweight * x_norm + sa.sbias).sigmoid()
+    return gate_c.reshape(n, sa.groups, k), gate_s.reshape(
+        n, sa.groups, k, h, w)
 
 
 @register_attention('SA')
-class ShuffleAttention(BaseModule):
+class ShuffleAttention(PlaneGateAttention):
     """Shuffle Attention: channel and spatial gates on grouped sub-features.
 
     Zhang & Yang, "SA-Net: Shuffle Attention for Deep Convolutional Neural
@@ -40,37 +79,29 @@ class ShuffleAttention(BaseModule):
     ``cbias``, ``sweight``, ``sbias``, ``gn.weight``, ``gn.bias``) so official
     checkpoints load by renaming the block prefix only.
 
-    Compatible with ``torch.compile(fullgraph=True)``.
-
-    Implementation (:func:`mmsa.ops.apply_shuffle_attention`): both kernels
-    do one statistics pass and one element-wise pass with the shuffle folded
-    into the output write. ``impl='auto'`` runs the Triton kernels on CUDA
-    (float32/float16/bfloat16, contiguous or channels_last) and the C++
-    kernel on CPU (float32/float64; bf16 under autocast is computed in
-    float32); ``'triton'`` and ``'fused'`` (the C++ kernel) force one;
-    where the chosen kernel cannot run, and under ``torch.compile`` (which
-    fuses the composition itself) or ONNX export, the reference
-    composition runs (one log line per reason). :attr:`path` says which
-    ran. The output has the input's dtype and memory format. The ResNet
-    backbones call it as ``sa(x, identity=identity)``, so that the
-    kernels' pass also does the block's residual add and ReLU. The C++
-    kernel reuses the storages of its earlier outputs once nothing holds
-    them (up to ``MMSA_SA_CACHE_MB`` MiB, default 1024; see
-    :func:`mmsa.ops.empty_output_cache`).
+    Both halves are ``x * sigmoid(p * (x - mean) + q)`` with ``p`` and ``q``
+    per (sample, channel) from the plane's mean and variance, and the
+    shuffle is an index map: one statistics pass and one element-wise pass
+    (:func:`mmsa.ops.block_end`). ``impl='auto'`` runs the Triton kernels on
+    CUDA (where the ResNet blocks also fold ``bn3``, the residual add and
+    the ReLU into them) and the C++ kernel on CPU; ``'triton'``, ``'cpu'``
+    and ``'reference'`` force one (a kernel that cannot take an input runs
+    the reference and logs why once). Compatible with
+    ``torch.compile(fullgraph=True)``.
 
     Args:
         in_channels (int): Channels C of the input; divisible by
             ``2 * groups``.
         groups (int): Number of groups G. Defaults to 64 (official). The SA
             author suggests 32 or 16 where C is small.
-        impl (str): ``'auto'``, ``'fused'`` (C++, CPU), ``'triton'`` or
-            ``'reference'``; the kernels fall back to the reference where
-            they cannot run. Defaults to ``'auto'``.
+        impl (str): ``'auto'``, ``'triton'``, ``'cpu'`` or ``'reference'``.
+            Defaults to ``'auto'``.
         init_cfg (dict, optional): mmengine initialisation config.
             Defaults to None.
     """
 
     _abbr_ = 'sa'
+    IMPLS = ('auto', 'triton', 'cpu', 'reference')
 
     def __init__(self,
                  in_channels: int,
@@ -79,16 +110,9 @@ class ShuffleAttention(BaseModule):
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         check_groups('SA', in_channels, groups, factor=2)
-        if impl not in IMPLS:
-            raise ValueError(
-                f'{module_repr("SA", in_channels=in_channels, impl=impl)}: '
-                f'impl must be one of {IMPLS}')
         self.in_channels = in_channels
         self.groups = groups
-        self.impl = impl
-        #: The path of the last eager forward: ``'triton'``, ``'fused'``
-        #: or ``'reference'`` (``None`` before the first call).
-        self.path: Optional[str] = None
+        self._set_impl(impl)
         k = in_channels // (2 * groups)
         self.cweight = nn.Parameter(torch.zeros(1, k, 1, 1))
         self.cbias = nn.Parameter(torch.ones(1, k, 1, 1))
@@ -96,40 +120,21 @@ class ShuffleAttention(BaseModule):
         self.sbias = nn.Parameter(torch.ones(1, k, 1, 1))
         self.gn = nn.GroupNorm(k, k)
 
-    def _args(self, x: torch.Tensor) -> tuple:
-        # From the parameter dicts: nn.Module.__getattr__ runs only after
-        # the instance lookup has failed, ~8 us a parameter with the caches
-        # cold after a large layer (56 us of a forward's ~300 us of Python
-        # and dispatch on the 2-core box). Names not found there (a
-        # parametrisation's property) take the attribute path.
-        own, gn = self._parameters, self._modules['gn']
-        gns = gn._parameters
-        cw, cb, sw = own.get('cweight'), own.get('cbias'), own.get('sweight')
-        sb, gw, gb = own.get('sbias'), gns.get('weight'), gns.get('bias')
-        if (cw is None or cb is None or sw is None or sb is None or gw is None
-                or gb is None):
-            cw, cb, sw, sb = self.cweight, self.cbias, self.sweight, self.sbias
-            gw, gb = gn.weight, gn.bias
-        return (x, self.groups, cw, cb, sw, sb, gw, gb, gn.eps)
+    def plane_gate(self) -> PlaneGate:
+        gn = self.gn
+        return PlaneGate('SA', (self.cweight, self.cbias, self.sweight,
+                                self.sbias, gn.weight, gn.bias), gn.eps,
+                         shuffle=2)
 
-    def forward(self,
-                x: torch.Tensor,
-                identity: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """SA of ``x``; with ``identity``, ``relu(SA(x) + identity)``.
-
-        The second form is the end of a ResNet block whose SA sits after the
-        last norm (the backbones call it so): the kernels add the identity
-        and apply the ReLU in SA's own element-wise pass, which saves the
-        block two passes over the tensor (and its backward one).
-        """
-        check_input(self, x)
-        out, path = apply_shuffle_attention(
-            *self._args(x), residual=identity, impl=self.impl)
-        # no attribute writes while dynamo traces; nn.Module's setattr is
-        # slow, so only on a change
-        if self.path != path and not is_compiling():
-            self.path = path
-        return out
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The paper's composition (Eq. 2-3 in the official code's order):
+        the gates, the halves gated and concatenated, the shuffle."""
+        n, c, h, w = x.shape
+        gate_c, gate_s = sa_gates(x, self)
+        xg = x.reshape(n, self.groups, 2, c // (2 * self.groups), h, w)
+        out = torch.stack([xg[:, :, 0] * gate_c[..., None, None],
+                           xg[:, :, 1] * gate_s], dim=2)
+        return channel_shuffle(out.reshape(n, c, h, w), 2)
 
     def extra_repr(self) -> str:
         return (f'in_channels={self.in_channels}, groups={self.groups}, '

@@ -6,12 +6,12 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 
 from ..registry import register_attention
-from .base import check_input, end_block
+from .base import AttentionImpl, check_block_input
 from .utils import check_groups
 
 
 @register_attention('ULSAM')
-class ULSAM(BaseModule):
+class ULSAM(AttentionImpl, BaseModule):
     """ULSAM: one spatial softmax map per channel subspace.
 
     Saini et al., "ULSAM: Ultra-Lightweight Subspace Attention Module for
@@ -55,6 +55,8 @@ class ULSAM(BaseModule):
         groups (int): Number of subspaces g. Defaults to 4 (the paper
             compares several values without fixing one; 4 is the official
             code's example).
+        impl (str): ``'auto'`` or ``'reference'`` (the same composition).
+            Defaults to ``'auto'``.
         init_cfg (dict, optional): mmengine initialisation config.
             Defaults to None.
     """
@@ -64,11 +66,13 @@ class ULSAM(BaseModule):
     def __init__(self,
                  in_channels: int,
                  groups: int = 4,
+                 impl: str = 'auto',
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         check_groups('ULSAM', in_channels, groups)
         self.in_channels = in_channels
         self.groups = groups
+        self._set_impl(impl)
         self.dw_conv = nn.Conv2d(in_channels, in_channels, 1,
                                  groups=in_channels)
         self.dw_bn = nn.BatchNorm2d(in_channels)
@@ -77,16 +81,14 @@ class ULSAM(BaseModule):
         self.pw_bn = nn.BatchNorm2d(groups)
         self.relu = nn.ReLU(inplace=True)
 
-    def forward(self,
-                x: torch.Tensor,
-                identity: Optional[torch.Tensor] = None) -> torch.Tensor:
-        check_input(self, x)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_block_input(self, x)
         n, c, h, w = x.shape
         y = self.maxpool(self.relu(self.dw_bn(self.dw_conv(x))))
         y = self.relu(self.pw_bn(self.pw_conv(y)))
         attn = y.reshape(n, self.groups, 1, h * w).softmax(dim=-1)
         xs = x.reshape(n, self.groups, c // self.groups, h * w)
-        return end_block((xs + xs * attn).reshape(n, c, h, w), identity)
+        return (xs + xs * attn).reshape(n, c, h, w)
 
     def extra_repr(self) -> str:
         return f'in_channels={self.in_channels}, groups={self.groups}'

@@ -1,24 +1,29 @@
 """Fused kernels with their reference implementations beside them.
 
-One dispatcher per op picks the kernel for the input's device: Triton on
-CUDA, the C++ kernel on CPU (SA), the reference composition elsewhere and
-under ``torch.compile`` or export.
+:func:`block_end` is the one op: ``relu(attention(norm(z)) + identity)``,
+the end of every mmsa ResNet block, and without a norm and an identity the
+forward of every attention. It picks the Triton kernels on CUDA, the C++
+kernel on CPU (SA) and the PyTorch composition elsewhere, in export and
+where ``impl='reference'``.
 """
-from .dispatch import log_fallback_once
-from .gate import GATE_IMPLS, apply_gates, gate_reference
-from .shuffle_attention import (SA_IMPLS, apply_shuffle_attention,
-                                channel_shuffle, empty_output_cache,
-                                output_cache_bytes, sa_fused,
-                                sa_fused_if_supported, sa_fused_unsupported,
-                                sa_gates, sa_reference,
-                                set_output_cache_limit)
+from .block_end import block_end, check_block_input
+from .block_end_reference import (PLANE_GATES, PlaneGate, block_end_reference,
+                                  channel_shuffle, gate_reference,
+                                  plane_gate_reference, register_plane_gate)
+from .dispatch import (IMPL_ENV, IMPL_NAMES, check_impl, log_fallback_once,
+                       resolve_impl)
+from .norm_fold import NormFold, norm_fold
+from .sa_cpu_kernel import (cpu_kernel_isa, empty_output_cache,
+                            output_cache_bytes, sa_cpu, sa_cpu_unsupported,
+                            set_output_cache_limit)
 from .triton_support import triton_unavailable, triton_unsupported
 
 __all__ = [
-    'channel_shuffle', 'sa_gates', 'sa_reference', 'sa_fused',
-    'sa_fused_if_supported', 'sa_fused_unsupported',
-    'apply_shuffle_attention', 'SA_IMPLS', 'apply_gates', 'gate_reference',
-    'GATE_IMPLS',
-    'log_fallback_once', 'triton_unavailable', 'triton_unsupported',
-    'empty_output_cache', 'output_cache_bytes', 'set_output_cache_limit'
+    'block_end', 'check_block_input', 'block_end_reference',
+    'plane_gate_reference', 'gate_reference', 'channel_shuffle', 'PlaneGate',
+    'PLANE_GATES', 'register_plane_gate', 'IMPL_NAMES', 'IMPL_ENV',
+    'check_impl', 'resolve_impl', 'log_fallback_once', 'NormFold',
+    'norm_fold', 'sa_cpu', 'sa_cpu_unsupported', 'cpu_kernel_isa',
+    'empty_output_cache', 'output_cache_bytes', 'set_output_cache_limit',
+    'triton_unavailable', 'triton_unsupported'
 ]

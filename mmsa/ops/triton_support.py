@@ -2,10 +2,10 @@
 
 Triton ships with every Linux CUDA build of PyTorch, so GPU users get the
 fused kernels without compiling anything. The kernel modules
-(``triton_sa.py``, ``triton_gate.py``) are imported on the first call that
-needs them, never by ``import mmsa``. With ``TRITON_INTERPRET=1`` set before
-that import, Triton's interpreter runs the same kernels on CPU tensors: the
-tests check them against the reference compositions that way.
+(``block_end_triton.py``, ``triton_gate.py``) are imported on the first call
+that needs them, never by ``import mmsa``. With ``TRITON_INTERPRET=1`` set
+before that import, Triton's interpreter runs the same kernels on CPU
+tensors: the tests check them against the reference compositions that way.
 """
 import contextlib
 import importlib
@@ -15,15 +15,15 @@ from typing import Optional, Tuple
 import torch
 
 __all__ = ['triton_unavailable', 'triton_unsupported', 'interpreting',
-           'load_kernels', 'nc_p_strides', 'plan_tiles', 'on_device',
-           'programs_wanted', 'tile']
+           'load_kernels', 'nc_p_strides', 'folded', 'needs_int64',
+           'new_like', 'plan_tiles', 'on_device', 'programs_wanted', 'tile']
 
 # tl.* calls the kernels use exist in this form from Triton 2.1 on; the
 # interpreter runs CPU tensors from Triton 3.0.
 MIN_TRITON = (2, 1)
 MIN_TRITON_INTERPRETER = (3, 0)
-# Offsets are computed in int32: larger tensors take the other paths.
-MAX_NUMEL = 2**31 - 1
+# Offsets are int32 while every address a kernel forms stays below this.
+INT32_SPAN = 2**31 - 1
 
 _STATE = {}
 
@@ -81,10 +81,19 @@ def triton_unsupported(x: torch.Tensor) -> Optional[str]:
     if x.dim() != 4 or x.numel() == 0:
         return (f'the Triton kernels take non-empty N x C x H x W input, '
                 f'got shape {tuple(x.shape)}')
-    if x.numel() > MAX_NUMEL:
-        return (f'the Triton kernels index in int32, got {x.numel()} '
-                f'elements')
     return None
+
+
+def needs_int64(*tensors: Optional[torch.Tensor]) -> bool:
+    """Whether an offset into any of ``tensors`` (None: skipped) can pass
+    int32: the largest address of a view, sum of (size - 1) * |stride|,
+    not its element count (a strided view spans more)."""
+    for t in tensors:
+        if t is not None and sum(
+                (size - 1) * abs(stride)
+                for size, stride in zip(t.shape, t.stride())) > INT32_SPAN:
+            return True
+    return False
 
 
 def load_kernels(name: str):
@@ -113,6 +122,27 @@ def nc_p_strides(t: torch.Tensor) -> Optional[Tuple[int, int, int]]:
     if h > 1 and w > 1 and sh != w * sw:
         return None
     return sn, sc, (sw if w > 1 else sh)
+
+
+def folded(t: torch.Tensor, like: torch.Tensor
+           ) -> Tuple[torch.Tensor, Tuple[int, int, int]]:
+    """``t`` and its (n, c, p) strides; a layout that does not fold H and W
+    into one axis is copied into ``like``'s memory format first."""
+    strides = nc_p_strides(t)
+    if strides is None:
+        fmt = (torch.channels_last
+               if like.is_contiguous(memory_format=torch.channels_last)
+               and not like.is_contiguous() else torch.contiguous_format)
+        t = t.contiguous(memory_format=fmt)
+        strides = nc_p_strides(t)
+    return t, strides
+
+
+def new_like(z: torch.Tensor) -> torch.Tensor:
+    """An empty tensor like ``z`` in a layout the kernels address: ``z``'s
+    own where H and W fold into one axis, else contiguous."""
+    out = torch.empty_like(z)
+    return out if nc_p_strides(out) is not None else out.contiguous()
 
 
 def programs_wanted(device: torch.device) -> int:

@@ -1,27 +1,9 @@
 import pytest
 import torch
-import torch.nn.functional as F
 from testing_utils import (SHAPES, assert_close, check_gradcheck, num_params,
-                           randomize_, run_common_checks)
+                           official_sa, randomize_, run_common_checks)
 
 from mmsa.attention import ShuffleAttention, build_attention, channel_shuffle
-
-
-def official_sa(x, groups, cweight, cbias, sweight, sbias, gn_weight,
-                gn_bias):
-    """``sa_layer.forward`` of wofmanaf/SA-Net, written out."""
-    b, c, h, w = x.shape
-    x = x.reshape(b * groups, -1, h, w)
-    x_0, x_1 = x.chunk(2, dim=1)
-    xn = F.adaptive_avg_pool2d(x_0, 1)
-    xn = cweight * xn + cbias
-    xn = x_0 * torch.sigmoid(xn)
-    xs = F.group_norm(x_1, x_1.shape[1], gn_weight, gn_bias, eps=1e-5)
-    xs = sweight * xs + sbias
-    xs = x_1 * torch.sigmoid(xs)
-    out = torch.cat([xn, xs], dim=1).reshape(b, -1, h, w)
-    out = out.reshape(b, 2, -1, h, w).permute(0, 2, 1, 3, 4)
-    return out.reshape(b, -1, h, w)
 
 
 @pytest.mark.parametrize('shape', SHAPES)

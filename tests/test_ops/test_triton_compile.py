@@ -19,11 +19,11 @@ KERNELS = r'''
 import itertools
 import sys
 import triton
+import mmsa.ops.block_end_triton as be
 import mmsa.ops.triton_gate as gate
-import mmsa.ops.triton_sa as sa
 
-INTS = ('C', 'K', 'P', 'G')
-TENSORS = ('X', 'Y', 'R', 'GY', 'DX', 'DR')
+INTS = ('C', 'P', 'G')
+TENSORS = ('X', 'Y', 'R', 'GY', 'DX', 'DR', 'Z', 'DZ')
 
 
 def signature(kernel, dtype, constants):
@@ -64,23 +64,30 @@ except ImportError:  # Triton 2.1: the front end, to TTIR
                     debug=False, arch=80)
 
 flags = (False, True)
+# (SHUFFLE, HAS_A, HAS_P, the residual / ReLU flag, WIDE): every branch of
+# each kernel, pairwise
+VARIANTS = [(1, False, False, False, False), (2, True, True, True, False),
+            (1, True, False, True, True), (2, False, True, False, True)]
 for dtype in ('fp32', 'fp16', 'bf16'):
-    build(sa._sa_stats_kernel, dtype, BLOCK_C=64, BLOCK_P=32)
-    for on in flags:
-        build(sa._sa_forward_kernel, dtype, HAS_RESIDUAL=on, BLOCK_C=1,
-              BLOCK_P=2048, SPLITS_P2=2)
-        build(sa._sa_backward_sums_kernel, dtype, HAS_RELU=on, BLOCK_C=1,
-              BLOCK_P=2048)
-        build(sa._sa_backward_dx_kernel, dtype, HAS_RELU=on, WRITE_DR=on,
-              BLOCK_C=1, BLOCK_P=2048, SPLITS_P2=2)
+    for final, wide in itertools.product(flags, flags):
+        build(be._moments_kernel, dtype, FINAL=final, WIDE=wide, BLOCK_C=64,
+              BLOCK_P=32)
+    for shuffle, has_a, has_p, on, wide in VARIANTS:
+        common = dict(SHUFFLE=shuffle, HAS_A=has_a, HAS_P=has_p, WIDE=wide)
+        build(be._apply_kernel, dtype, HAS_RESIDUAL=on, BLOCK_C=1,
+              BLOCK_P=1024, **common)
+        build(be._sums_kernel, dtype, HAS_RELU=on, BLOCK_C=1, BLOCK_P=2048,
+              **common)
+        build(be._dz_kernel, dtype, HAS_RELU=on, WRITE_DR=on, BLOCK_C=64,
+              BLOCK_P=16, **common)
     for gc, gs, on in itertools.product(flags, flags, flags):
         if not (gc or gs):
             continue
         build(gate._gate_forward_kernel, dtype, HAS_GC=gc, HAS_GS=gs,
-              HAS_RESIDUAL=on, BLOCK_C=2, BLOCK_P=1024)
+              HAS_RESIDUAL=on, BLOCK_C=2, BLOCK_P=1024, WIDE=on)
         build(gate._gate_backward_kernel, dtype, HAS_GC=gc, HAS_GS=gs,
-              HAS_RELU=on, WRITE_DR=on, BLOCK_C=8, BLOCK_P=256)
-build(sa._sa_param_grads_kernel, 'fp32', BLOCK_G=64, BLOCK_K=32)
+              HAS_RELU=on, WRITE_DR=on, BLOCK_C=8, BLOCK_P=256, WIDE=gs)
+build(be._merge_moments_kernel, 'fp32', BLOCK_R=64, SPLITS_P2=4)
 print('compiled', triton.__version__)
 '''
 

@@ -32,7 +32,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import mmsa  # noqa: E402,F401
 from mmsa.attention import ShuffleAttention  # noqa: E402
-from mmsa.ops.shuffle_attention import sa_gates  # noqa: E402
+from mmsa.attention.shuffle_attention import sa_gates  # noqa: E402
 
 DETECTION_SIZE = 640  # px, the longer side of detections.png
 LABEL_SCALE = 0.5
@@ -141,9 +141,7 @@ def gates(sa: ShuffleAttention, x: torch.Tensor
           ) -> Tuple[np.ndarray, np.ndarray]:
     """Channel gates (G*k,) and the spatial gate's channel mean (h, w)."""
     with torch.no_grad():
-        gate_c, gate_s = sa_gates(x, sa.groups, sa.cweight, sa.cbias,
-                                  sa.sweight, sa.sbias, sa.gn.weight,
-                                  sa.gn.bias, sa.gn.eps)
+        gate_c, gate_s = sa_gates(x, sa)
     return gate_c[0].flatten().numpy(), gate_s[0].mean((0, 1)).numpy()
 
 

@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.utils.checkpoint as cp
 
 from ...attention import build_attention
+from ...ops import block_end
 
 POSITIONS = ('after_conv1', 'after_conv2', 'after_conv3')
 BLOCK_CHOICES = ('all', 'last')
@@ -31,8 +32,16 @@ def attention_name(module: nn.Module, taken) -> str:
     return name
 
 
+def _hooked(module: nn.Module) -> bool:
+    """Whether forward hooks watch ``module`` (its own or global ones)."""
+    return bool(module._forward_hooks or module._forward_pre_hooks
+                or nn.modules.module._global_forward_hooks
+                or nn.modules.module._global_forward_pre_hooks)
+
+
 class AttentionBlockMixin:
-    """Runs stock plugins, then mmsa attentions, at each block position.
+    """Runs stock plugins, then mmsa attentions, at each block position,
+    and ends the block with :func:`~mmsa.ops.block_end`.
 
     Unlike mmseg 1.2.2's ``forward_plugin`` every module at a position gets
     the previous one's output, so several attentions at one position all
@@ -61,22 +70,43 @@ class AttentionBlockMixin:
     def _position_channels(self, position: str) -> int:
         raise NotImplementedError
 
-    def _after(self, position: str, out: torch.Tensor,
-               identity: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Stock plugins, then mmsa attentions, at ``position``. Given the
-        block's ``identity``, also the residual add and the ReLU: the last
-        attention does them (every mmsa attention takes ``identity``, and
-        its kernel folds them into its own pass)."""
+    def _steps(self, position: str) -> List[Tuple[nn.Module, bool]]:
+        """The modules at ``position`` in order, each with whether it is an
+        mmsa attention: stock plugins first, then mmsa attentions."""
+        steps = []
         if getattr(self, 'with_plugins', False):
-            for name in getattr(self, f'{position}_plugin_names'):
-                out = getattr(self, name)(out)
+            steps += [(getattr(self, name), False)
+                      for name in getattr(self, f'{position}_plugin_names')]
         names = getattr(self, 'attention_names', {}).get(position, ())
-        for name in names[:-1]:
-            out = getattr(self, name)(out)
-        if names:
-            return getattr(self, names[-1])(out, identity=identity)
-        if identity is None:
-            return out
+        return steps + [(getattr(self, name), True) for name in names]
+
+    def _after(self, position: str, out: torch.Tensor) -> torch.Tensor:
+        """Stock plugins, then mmsa attentions, at ``position``."""
+        for module, _ in self._steps(position):
+            out = module(out)
+        return out
+
+    def _end(self, z: torch.Tensor, norm: nn.Module,
+             identity: torch.Tensor, positions: Sequence[str]
+             ) -> torch.Tensor:
+        """The block's last steps on its last conv's output ``z``: the norm,
+        the modules at ``positions``, the residual add and the ReLU.
+
+        Where the last of them is an mmsa attention, it ends the block
+        through :func:`~mmsa.ops.block_end` (one op; with the norm too where
+        the attention is the only module there). A module with forward
+        hooks runs as a module, so that its hooks see its input and output.
+        Without any attention: the stock ResNet's steps, bit for bit.
+        """
+        steps = [step for p in positions for step in self._steps(p)]
+        fuse = bool(steps) and steps[-1][1] and not _hooked(steps[-1][0])
+        if fuse and len(steps) == 1 and not _hooked(norm):
+            return block_end(z, steps[0][0], norm, identity)
+        out = norm(z)
+        for module, _ in steps[:-1] if fuse else steps:
+            out = module(out)
+        if fuse:
+            return block_end(out, steps[-1][0], None, identity)
         out += identity
         return self.relu(out)
 
@@ -102,10 +132,10 @@ class AttentionBottleneckMixin(AttentionBlockMixin):
             out = self._after('after_conv1', out)
             out = self.relu(self.norm2(self.conv2(out)))
             out = self._after('after_conv2', out)
-            out = self.norm3(self.conv3(out))
+            out = self.conv3(out)
             if self.downsample is not None:
                 identity = self.downsample(x)
-            return self._after('after_conv3', out, identity)
+            return self._end(out, self.norm3, identity, ('after_conv3', ))
 
         return self._checkpointed(inner, x)
 
@@ -126,11 +156,11 @@ class AttentionBasicBlockMixin(AttentionBlockMixin):
             identity = x
             out = self.relu(self.norm1(self.conv1(x)))
             out = self._after('after_conv1', out)
-            out = self.norm2(self.conv2(out))
-            out = self._after('after_conv2', out)
+            out = self.conv2(out)
             if self.downsample is not None:
                 identity = self.downsample(x)
-            return self._after('after_conv3', out, identity)
+            return self._end(out, self.norm2, identity,
+                             ('after_conv2', 'after_conv3'))
 
         return self._checkpointed(inner, x)
 

@@ -1,4 +1,4 @@
-"""The fused SA kernel against the reference composition."""
+"""SA's C++ CPU kernel against the official forward and the reference."""
 import copy
 import os
 import re
@@ -9,16 +9,16 @@ from unittest import mock
 
 import pytest
 import torch
-from testing_utils import assert_close, randomize_
+from testing_utils import assert_close, official_sa, ops_run, randomize_
 
 import mmsa.ops.dispatch as dispatch
-import mmsa.ops.shuffle_attention as sa_ops
+import mmsa.ops.sa_cpu_kernel as sa_ops
 from mmsa.attention import ShuffleAttention
-from mmsa.ops import sa_fused, sa_fused_unsupported, sa_reference
+from mmsa.ops import block_end, sa_cpu, sa_cpu_unsupported
 
 needs_kernel = pytest.mark.skipif(
     sa_ops._ext is None,
-    reason='fused SA kernel not built (pip install --no-build-isolation -e .)')
+    reason='SA CPU kernel not built (pip install --no-build-isolation -e .)')
 
 PARAM_NAMES = ('cweight', 'cbias', 'sweight', 'sbias', 'gn.weight', 'gn.bias')
 
@@ -32,17 +32,26 @@ CASES = [((1, 64, 7, 7), 8), ((2, 128, 5, 9), 64), ((3, 256, 13, 4), 16),
 
 
 def _run(sa, x, impl, grad_out=None):
+    """SA forward and backward by ``impl``; the C++ kernel must run exactly
+    where ``impl`` is ``'cpu'``."""
     sa.impl = impl
     sa.zero_grad(set_to_none=True)
     x = x.detach().clone().requires_grad_()
-    out = sa(x)
+    got = []
+    ran = ops_run(lambda: got.append(sa(x)))
+    out = got[0]
+    assert ('mmsa::sa_fused' in ran) == (impl == 'cpu'), ran
     if grad_out is None:
         grad_out = torch.randn(out.shape, dtype=out.dtype,
                                generator=torch.Generator().manual_seed(1))
     out.backward(grad_out)
-    assert sa.path == impl
     grads = {n: p.grad for n, p in sa.named_parameters()}
     return out.detach(), x.grad, grads
+
+
+def _official(sa, x):
+    return official_sa(x, sa.groups, sa.cweight, sa.cbias, sa.sweight,
+                       sa.sbias, sa.gn.weight, sa.gn.bias)
 
 
 def _tolerance(t: torch.Tensor) -> float:
@@ -53,7 +62,7 @@ def _assert_fused_matches_float64(sa, x, grad_out, out_atol=None):
     """The fused float32 output, dx and parameter gradients against the
     reference run in float64 on the same values; the output within
     ``out_atol`` (default: the 1e-5 tolerance), the rest within 1e-5."""
-    out, dx, grads = _run(sa, x, 'fused', grad_out)
+    out, dx, grads = _run(sa, x, 'cpu', grad_out)
     sa64 = copy.deepcopy(sa).double()
     ref_out, ref_dx, ref_grads = _run(sa64, x.double(), 'reference',
                                       grad_out.double())
@@ -75,7 +84,7 @@ def test_fused_forward_and_grads_match_reference(shape, groups,
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     ref_out, ref_dx, ref_grads = _run(sa, x, 'reference')
-    out, dx, grads = _run(sa, x, 'fused')
+    out, dx, grads = _run(sa, x, 'cpu')
     assert_close(out, ref_out, atol=_tolerance(ref_out))
     assert_close(dx, ref_dx, atol=_tolerance(ref_dx))
     assert set(grads) == set(PARAM_NAMES)
@@ -118,20 +127,19 @@ def test_fused_float32_variance_whatever_the_first_value(first):
 
 @needs_kernel
 @pytest.mark.parametrize('where', [0, 5])
-def test_fused_forward_keeps_inf_as_the_reference_does(where):
+def test_fused_forward_keeps_inf_as_the_official_code_does(where):
     """An inf in a channel-half plane makes its mean inf and its gate 0 or
-    1: the other values of the plane stay finite and equal to the
-    reference's, wherever in the plane the inf sits. (At the inf itself the
-    reference gives inf * 0 = NaN where the kernel's gate, which saturates
-    at ~4e-39 rather than 0, gives inf.)"""
+    1: the other values of the plane stay finite and equal to the official
+    forward's, wherever in the plane the inf sits. (At the inf itself the
+    official code gives inf * 0 = NaN where the kernel's gate, which
+    saturates at ~4e-39 rather than 0, gives inf.)"""
     sa = randomize_(ShuffleAttention(64, groups=8), seed=4)
     x = torch.randn(1, 64, 4, 4, generator=torch.Generator().manual_seed(0))
     # channel 0: channel half, and the shuffle leaves it in place
     x.view(1, 64, -1)[0, 0, where] = float('inf')
     with torch.no_grad():
-        sa.impl = 'reference'
-        ref = sa(x)
-        sa.impl = 'fused'
+        ref = _official(sa, x)
+        sa.impl = 'cpu'
         out = sa(x)
     finite = x.isfinite()
     assert finite.sum() == x.numel() - 1
@@ -143,17 +151,22 @@ def test_fused_forward_keeps_inf_as_the_reference_does(where):
 @needs_kernel
 @pytest.mark.parametrize('channel', [0, 4])  # channel half, spatial half
 @pytest.mark.parametrize('where', [0, 5])
-def test_fused_gradients_with_an_inf_input_are_the_references(channel, where):
+def test_fused_gradients_with_an_inf_input_are_the_official_ones(channel,
+                                                                 where):
     """An inf in one plane: the input gradient and the parameter gradients
-    are non-finite exactly where the reference's are (that plane's dx, its
-    parameter's gradients), and equal to the reference's elsewhere."""
+    are non-finite exactly where the official code's are (that plane's dx,
+    its parameter's gradients), and equal to them elsewhere."""
     sa = randomize_(ShuffleAttention(64, groups=8), seed=4)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(1, 64, 4, 4, generator=gen)
     x.view(1, 64, -1)[0, channel, where] = float('inf')
     grad_out = torch.randn(x.shape, generator=gen)
-    _, ref_dx, ref_grads = _run(sa, x, 'reference', grad_out)
-    _, dx, grads = _run(sa, x, 'fused', grad_out)
+    ref_sa = copy.deepcopy(sa)
+    xr = x.clone().requires_grad_()
+    _official(ref_sa, xr).backward(grad_out)
+    ref_dx = xr.grad
+    ref_grads = {n: t.grad for n, t in ref_sa.named_parameters()}
+    _, dx, grads = _run(sa, x, 'cpu', grad_out)
     pairs = [(dx, ref_dx)] + [(grads[n], ref_grads[n]) for n in PARAM_NAMES]
     assert not ref_dx.isfinite().all()
     for got, ref in pairs:
@@ -167,7 +180,7 @@ def test_fused_matches_reference_float64_on_one_pixel_planes():
     sa = randomize_(ShuffleAttention(32, groups=4), seed=1).double()
     x = torch.randn(2, 32, 1, 1, dtype=torch.float64)
     ref_out, ref_dx, ref_grads = _run(sa, x, 'reference')
-    out, dx, grads = _run(sa, x, 'fused')
+    out, dx, grads = _run(sa, x, 'cpu')
     assert_close(out, ref_out, atol=1e-10)
     assert_close(dx, ref_dx, atol=1e-6)
     for name in PARAM_NAMES:
@@ -180,7 +193,7 @@ def test_fused_grads_match_reference_at_official_init():
     sa = ShuffleAttention(128, groups=8)
     x = torch.randn(2, 128, 6, 5)
     ref_out, ref_dx, ref_grads = _run(sa, x, 'reference')
-    out, dx, grads = _run(sa, x, 'fused')
+    out, dx, grads = _run(sa, x, 'cpu')
     assert_close(out, ref_out)
     assert_close(dx, ref_dx)
     for name in PARAM_NAMES:
@@ -194,10 +207,12 @@ def test_fused_bf16_autocast_matches_float32_reference():
     x = torch.randn(2, 128, 9, 11)
     sa.impl = 'reference'
     expected = sa(x)
-    sa.impl = 'fused'
+    sa.impl = 'cpu'
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        out = sa(x.bfloat16())
-    assert sa.path == 'fused'
+        got = []
+        assert 'mmsa::sa_fused' in ops_run(
+            lambda: got.append(sa(x.bfloat16())))
+    out = got[0]
     err = (out.float() - expected).norm() / expected.norm()
     assert err <= 1e-2, f'bf16 relative error {err:.3g}'
 
@@ -219,10 +234,10 @@ def test_fused_gradcheck_float64():
     groups = 2
 
     def fn(x, *params):
-        return sa_fused(x, groups, *params)
+        return sa_cpu(x, None, *params, groups)
 
     assert torch.autograd.gradcheck(fn, (x, *params), eps=1e-6, atol=1e-5)
-    assert_close(fn(x, *params), sa_reference(x, groups, *params), atol=1e-12)
+    assert_close(fn(x, *params), official_sa(x, groups, *params), atol=1e-12)
 
 
 @needs_kernel
@@ -233,14 +248,15 @@ def test_fused_bf16_autocast_gradients_reach_the_bf16_input():
     sa = randomize_(ShuffleAttention(64, groups=8), seed=4)
     xb = torch.randn(2, 64, 5, 7).bfloat16()
     expected = _run(sa, xb.float(), 'reference')
-    sa.impl = 'fused'
+    sa.impl = 'cpu'
     sa.zero_grad(set_to_none=True)
     xg = xb.clone().requires_grad_()
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        out = sa(xg)
+        got = []
+        assert 'mmsa::sa_fused' in ops_run(lambda: got.append(sa(xg)))
     gen = torch.Generator().manual_seed(1)
-    out.backward(torch.randn(out.shape, generator=gen))
-    assert sa.path == 'fused' and xg.grad.dtype == torch.bfloat16
+    got[0].backward(torch.randn(got[0].shape, generator=gen))
+    assert xg.grad.dtype == torch.bfloat16
     got = [xg.grad.float()] + [p.grad for _, p in sa.named_parameters()]
     ref = [expected[1]] + list(expected[2].values())
     for g, r in zip(got, ref):
@@ -255,21 +271,21 @@ def test_fused_double_backward_is_one_clear_error():
     create_graph they come back, and differentiating them raises (they
     depend on x, so passing them on as constants would be wrong)."""
     x, params = _float64_inputs()
-    y = sa_fused(x, 2, *params)
+    y = sa_cpu(x, None, *params, 2)
     gx, = torch.autograd.grad(y.square().sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match=r"differentiable once.*"
                        r"impl='reference'"):
         gx.sum().backward()
     # the way out the message names: the reference composition
     assert torch.autograd.gradgradcheck(
-        lambda x, *p: sa_reference(x, 2, *p), (x, *params))
+        lambda x, *p: official_sa(x, 2, *p), (x, *params))
 
 
 @needs_kernel
 def test_profiler_names_the_fused_forward_and_backward():
     x, params = _float64_inputs()
     with torch.profiler.profile() as prof:
-        sa_fused(x, 2, *params).sum().backward()
+        sa_cpu(x, None, *params, 2).sum().backward()
     names = {e.name for e in prof.events()}
     assert 'mmsa::sa_fused' in names
     assert any('CppNode<mmsa::SAFused>' in n for n in names), names
@@ -283,18 +299,19 @@ def test_fused_without_autograd_runs_the_kernel_alone(mode):
     a parameter needs one (a frozen input), the node records."""
     x, params = _float64_inputs()
     residual = torch.randn_like(x)
-    expected = torch.relu(sa_reference(x, 2, *params) + residual).detach()
+    expected = torch.relu(official_sa(x, 2, *params) + residual).detach()
     context = {'no_grad': torch.no_grad, 'inference_mode':
                torch.inference_mode}.get(mode, torch.enable_grad)
     args = (x, 2, *params) if mode != 'frozen' else (
         x.detach(), 2, *[p.detach() for p in params])
+    args = (args[0], residual, *args[2:], args[1])
     with context(), torch.profiler.profile() as prof:
-        out = sa_fused(*args, residual=residual)
+        out = sa_cpu(*args)
     assert out.grad_fn is None and not out.requires_grad
     assert out.is_inference() == (mode == 'inference_mode')
     assert_close(out, expected, atol=1e-10)
     assert 'mmsa::sa_fused' in {e.name for e in prof.events()}
-    out = sa_fused(x.detach(), 2, *params, residual=residual)
+    out = sa_cpu(x.detach(), residual, *params, 2)
     assert out.grad_fn.name().endswith('CppNode<mmsa::SAFused>')
     out.sum().backward()
     assert all(p.grad is not None for p in params)
@@ -305,10 +322,12 @@ def _residual_run(sa, x, identity, impl):
     sa.zero_grad(set_to_none=True)
     x = x.detach().clone().requires_grad_()
     identity = identity.detach().clone().requires_grad_()
-    out = sa(x, identity=identity)
+    got = []
+    ran = ops_run(lambda: got.append(block_end(x, sa, None, identity)))
+    assert ('mmsa::sa_fused' in ran) == (impl == 'cpu'), ran
+    out = got[0]
     gen = torch.Generator().manual_seed(1)
     out.backward(torch.randn(out.shape, generator=gen, dtype=out.dtype))
-    assert sa.path == impl
     grads = [x.grad, identity.grad] + [sa.get_parameter(n).grad
                                        for n in PARAM_NAMES]
     return [out.detach()] + grads
@@ -330,7 +349,7 @@ def test_fused_residual_relu_matches_composition(shape, groups,
         identity = identity.contiguous(memory_format=torch.channels_last)
     expected = _residual_run(sa, x, identity, 'reference')
     assert 0.2 < (expected[0] == 0).float().mean() < 0.8
-    for got, ref in zip(_residual_run(sa, x, identity, 'fused'), expected):
+    for got, ref in zip(_residual_run(sa, x, identity, 'cpu'), expected):
         assert_close(got, ref, atol=_tolerance(ref))
 
 
@@ -350,11 +369,11 @@ def test_fused_residual_gradcheck_float64():
                            generator=gen).requires_grad_() for _ in range(2)]
 
     def fn(x, identity, *params):
-        return sa_fused(x, groups, *params, residual=identity)
+        return sa_cpu(x, identity, *params, groups)
 
     inputs = (x.requires_grad_(), identity.requires_grad_(), *params)
     assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5)
-    expected = torch.relu(sa_reference(x, groups, *params) + identity)
+    expected = torch.relu(official_sa(x, groups, *params) + identity)
     assert_close(fn(*inputs), expected, atol=1e-12)
 
 
@@ -363,23 +382,25 @@ def test_fused_residual_bf16_autocast_matches_float32_composition():
     sa = randomize_(ShuffleAttention(128, groups=16), seed=3)
     x, identity = torch.randn(2, 128, 9, 11), torch.randn(2, 128, 9, 11)
     sa.impl = 'reference'
-    expected = sa(x, identity=identity)
-    sa.impl = 'fused'
+    expected = block_end(x, sa, None, identity)
+    sa.impl = 'cpu'
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        out = sa(x.bfloat16(), identity=identity.bfloat16())
+        got = []
+        assert 'mmsa::sa_fused' in ops_run(lambda: got.append(block_end(
+            x.bfloat16(), sa, None, identity.bfloat16())))
+    out = got[0]
     # computed in float32, returned in the input's dtype
-    assert sa.path == 'fused' and out.dtype == torch.bfloat16
+    assert out.dtype == torch.bfloat16
     err = (out.float() - expected).norm() / expected.norm()
     assert err <= 1e-2, f'bf16 relative error {err:.3g}'
 
 
-@needs_kernel
-def test_fused_residual_of_another_shape_is_one_clear_error():
-    p = [torch.randn(1, 2, 1, 1)] * 4 + [torch.randn(2)] * 2
-    with pytest.raises(ValueError, match=r'residual shape \(1, 8, 2, 3\) '
-                       r'differs from the input\'s \(1, 8, 2, 2\)'):
-        sa_fused(torch.randn(1, 8, 2, 2), 2, *p,
-                 residual=torch.randn(1, 8, 2, 3))
+def test_residual_of_another_shape_is_one_clear_error():
+    sa = ShuffleAttention(8, groups=2)
+    with pytest.raises(ValueError, match=r'identity shape \(1, 8, 2, 3\) '
+                       r"differs from the input's \(1, 8, 2, 2\)"):
+        block_end(torch.randn(1, 8, 2, 2), sa, None,
+                  torch.randn(1, 8, 2, 3))
 
 
 @pytest.fixture
@@ -396,15 +417,15 @@ def test_output_cache_hands_out_only_outputs_nobody_holds(
     x = torch.randn(1, 64, 64, 64)  # 1 MiB: the smallest pooled size
     p = [torch.randn(1, 4, 1, 1)] * 4 + [torch.randn(4)] * 2
     with torch.no_grad():
-        y1 = sa_fused(x, 8, *p)
-        expected = sa_reference(x, 8, *p)
-        y2 = sa_fused(x * 2, 8, *p)  # y1 is held: another storage
+        y1 = sa_cpu(x, None, *p, 8)
+        expected = official_sa(x, 8, *p)
+        y2 = sa_cpu(x * 2, None, *p, 8)  # y1 is held: another storage
         assert y2.data_ptr() != y1.data_ptr()
         assert_close(y1, expected)
         assert sa_ops.output_cache_bytes() == 2 * x.nbytes
         ptr = y1.data_ptr()
         del y1
-        y3 = sa_fused(x, 8, *p)  # y1's storage, free again
+        y3 = sa_cpu(x, None, *p, 8)  # y1's storage, free again
         assert y3.data_ptr() == ptr
         assert_close(y3, expected)
         assert sa_ops.output_cache_bytes() == 2 * x.nbytes
@@ -427,7 +448,8 @@ def test_checkpointed_residual_blocks_leave_no_output_behind(
     x = torch.randn(2, 64, 32, 32, dtype=torch.float64, requires_grad=True)
     with torch.utils.checkpoint.set_checkpoint_early_stop(early_stop):
         y = torch.utils.checkpoint.checkpoint(
-            lambda t: conv(sa(conv(t), identity=t)), x, use_reentrant=False)
+            lambda t: conv(block_end(conv(t), sa, None, t)), x,
+            use_reentrant=False)
         y.sum().backward()
     x.grad = None
     del y
@@ -439,7 +461,7 @@ def test_fused_residual_output_changed_in_place_is_caught():
     """The backward reads the output (the ReLU's mask): changing it in place
     before the backward is autograd's usual error, not a wrong gradient."""
     x, params = _float64_inputs()
-    y = sa_fused(x, 2, *params, residual=torch.randn_like(x))
+    y = sa_cpu(x, torch.randn_like(x), *params, 2)
     y.mul_(2)
     with pytest.raises(RuntimeError, match='modified by an inplace'):
         y.sum().backward()
@@ -451,9 +473,9 @@ def test_output_cache_off_and_its_bad_limits(empty_cache_of_64_mib):
     x = torch.randn(1, 64, 64, 64)
     p = [torch.randn(1, 4, 1, 1)] * 4 + [torch.randn(4)] * 2
     with torch.no_grad():
-        out = sa_fused(x, 8, *p)
+        out = sa_cpu(x, None, *p, 8)
     assert sa_ops.output_cache_bytes() == 0
-    assert_close(out, sa_reference(x, 8, *p))
+    assert_close(out, official_sa(x, 8, *p))
     with pytest.raises(ValueError, match='mib must be an int >= 0'):
         sa_ops.set_output_cache_limit(-1)
     stderr = _stderr_of_fused_sa_with(MMSA_SA_CACHE_MB='1G')
@@ -461,29 +483,25 @@ def test_output_cache_off_and_its_bad_limits(empty_cache_of_64_mib):
             "the SA output cache off), got '1G'") in stderr
 
 
-def test_path_reports_the_implementation_that_ran():
-    sa = randomize_(ShuffleAttention(64, groups=8, impl='reference'))
-    assert sa.path is None
-    sa(torch.randn(1, 64, 4, 4))
-    assert sa.path == 'reference'
-    sa.impl = 'auto'
-    sa(torch.randn(1, 64, 4, 4))
-    expected = 'fused' if sa_ops._ext is not None else 'reference'
-    assert sa.path == expected
-    sa(torch.randn(1, 64, 4, 4, dtype=torch.bfloat16))  # no autocast
-    assert sa.path == 'reference'
+def test_auto_runs_the_kernel_where_it_takes_the_input():
+    """On CPU ``'auto'`` is the C++ kernel; bf16 outside autocast, which it
+    does not take, runs the reference."""
+    sa = randomize_(ShuffleAttention(64, groups=8))
+    ran = ops_run(lambda: sa(torch.randn(1, 64, 4, 4)))
+    assert ('mmsa::sa_fused' in ran) == (sa_ops._ext is not None)
+    ran = ops_run(lambda: sa(torch.randn(1, 64, 4, 4, dtype=torch.bfloat16)))
+    assert 'mmsa::sa_fused' not in ran
 
 
 def test_unavailable_kernel_falls_back_with_one_log_line():
-    sa = randomize_(ShuffleAttention(64, groups=8, impl='fused'))
+    sa = randomize_(ShuffleAttention(64, groups=8, impl='cpu'))
     x = torch.randn(2, 64, 5, 3)
     with mock.patch.object(sa_ops, '_ext', None), \
             mock.patch.object(dispatch, '_LOGGED', set()), \
             mock.patch.object(dispatch, 'print_log') as log:
-        assert 'not built' in sa_fused_unsupported(x)
+        assert 'not built' in sa_cpu_unsupported(x)
         out = sa(x)
         sa(x)
-    assert sa.path == 'reference'
     assert log.call_count == 1 and 'reference path' in log.call_args[0][0]
     sa.impl = 'reference'
     assert_close(out, sa(x))
@@ -500,25 +518,25 @@ def test_unavailable_kernel_falls_back_with_one_log_line():
     (torch.float32, False, (1, 16, 0, 3), 'cpu'),
     (torch.float32, False, (1, 16, 3, 3), 'meta'),
 ])
-def test_fused_if_supported_declines_exactly_what_is_unsupported(
+def test_if_supported_declines_exactly_what_is_unsupported(
         dtype, autocast, shape, device):
-    """The module's one C++ call decides what sa_fused_unsupported explains:
-    None where (and only where) there is a reason, which sa_fused raises."""
+    """The module's one C++ call decides what sa_cpu_unsupported explains:
+    None where (and only where) there is a reason, which sa_cpu raises."""
     params = [p.detach() for p in
               randomize_(ShuffleAttention(16, groups=2)).parameters()]
     x = torch.randn(shape, device=device).to(dtype)
     with torch.autocast('cpu', enabled=autocast):
-        reason = sa_fused_unsupported(x)
-        out = sa_ops.sa_fused_if_supported(x, 2, *params)
+        reason = sa_cpu_unsupported(x)
+        out = sa_ops.sa_cpu_if_supported(x, None, *params, 2)
         assert (out is None) == (reason is not None)
         if reason is None:
             assert out.dtype == (torch.float64 if dtype == torch.float64
                                  else torch.float32)
-            assert_close(out, sa_reference(x.to(out.dtype), 2, *[
+            assert_close(out, official_sa(x.to(out.dtype), 2, *[
                 p.to(out.dtype) for p in params]))
         else:
             with pytest.raises(ValueError, match=re.escape(reason)):
-                sa_fused(x, 2, *params)
+                sa_cpu(x, None, *params, 2)
 
 
 @needs_kernel
@@ -533,7 +551,9 @@ def test_empty_planes_are_one_clear_error_and_the_kernel_refuses_them():
 
 
 def test_sa_rejects_unknown_impl():
-    with pytest.raises(ValueError, match=r"impl must be one of \('auto'"):
+    with pytest.raises(ValueError, match=r"impl='cuda' is not a path of "
+                       r"this module; choose one of \['auto', 'triton', "
+                       r"'cpu', 'reference'\]"):
         ShuffleAttention(64, groups=8, impl='cuda')
 
 
@@ -566,9 +586,9 @@ def test_kernels_of_each_isa_against_reference(isa):
 def _stderr_of_fused_sa_with(**env) -> str:
     """One fused SA call in a fresh process (the kernel reads its
     environment once); it must fail."""
-    code = ('import torch; from mmsa.ops import sa_fused; '
+    code = ('import torch; from mmsa.ops import sa_cpu; '
             'p = [torch.randn(1, 2, 1, 1)] * 4 + [torch.randn(2)] * 2; '
-            'sa_fused(torch.randn(1, 8, 2, 2), 2, *p)')
+            'sa_cpu(torch.randn(1, 8, 2, 2), None, *p, 2)')
     proc = subprocess.run([sys.executable, '-c', code],
                           env={**os.environ, **env}, capture_output=True,
                           text=True, timeout=300)

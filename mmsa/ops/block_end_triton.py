@@ -1,0 +1,589 @@
+"""The end of a ResNet block in Triton: BN, a plane gate, residual, ReLU.
+
+``y = relu(x * sigmoid(p * (x - mean) + q) + identity)`` with
+``x = BN(z)``, the output channels optionally shuffled (SA), where ``p``
+and ``q`` come per (sample, channel) plane from the plane's mean and
+variance (``block_end_reference.py`` has the form; SA, SE and ECA take it).
+Both BN and the gate need only per-plane moments of ``z``, so:
+
+* forward: one pass reads ``z`` for each plane's mean and variance (about
+  a per-channel shift, merged Chan's way where a plane is split over
+  programs); PyTorch turns them into BN's affine map and the gate's ``p``
+  and ``q`` (N x C values, ``norm_fold.py`` and the module's function); one
+  element-wise pass writes ``y``;
+* backward: one pass for four per-plane sums of the ReLU-masked gradient
+  (for BN's scale and shift and for ``p`` and ``q``), the N x C functions
+  differentiated again in PyTorch from the saved moments, and one pass
+  writing ``dz`` and the identity's gradient, ``x`` and the gate
+  recomputed from ``z``.
+
+Saved for backward: ``z`` (plain BN saves it too), ``y`` with the ReLU
+(its mask; the next conv saves it anyway), the moments (3 floats a plane)
+and the parameters. Tensors are read in place whatever their layout where
+H and W fold into one axis (contiguous, channels_last), computed in float32
+and stored in their own dtype (float32/float16/bfloat16). No atomics: two
+identical calls give identical bits. Offsets are int32 unless a tensor's
+address span needs int64.
+"""
+from typing import List, NamedTuple, Optional, Sequence, Tuple
+
+import torch
+import triton
+import triton.language as tl
+
+from .block_end_reference import PLANE_GATES, PlaneGate
+from .norm_fold import NormFold, fold_moments, update_running_stats
+from .triton_support import (folded, nc_p_strides, needs_int64,
+                             new_like, on_device, plan_tiles, tile)
+
+__all__ = ['block_end_triton', 'BlockEndTriton']
+
+Tensor = torch.Tensor
+
+
+@triton.jit
+def _element_tile(C, P, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+                  WIDE: tl.constexpr):
+    """(n, cs, ps, cmask, pmask) of this program's tile: one grid axis (the
+    others stop at 65,535), p-blocks fastest."""
+    pid = tl.program_id(0)
+    n_pb = tl.cdiv(P, BLOCK_P)
+    n_cb = tl.cdiv(C, BLOCK_C)
+    rest = pid // n_pb
+    n = rest // n_cb
+    cs = (rest % n_cb) * BLOCK_C + tl.arange(0, BLOCK_C)
+    ps = (pid % n_pb) * BLOCK_P + tl.arange(0, BLOCK_P)
+    cmask = cs < C
+    pmask = ps < P
+    if WIDE:
+        n = n.to(tl.int64)
+        cs = cs.to(tl.int64)
+        ps = ps.to(tl.int64)
+    return n, cs, ps, cmask, pmask
+
+
+@triton.jit
+def _out_channel(cs, C, SHUFFLE: tl.constexpr):
+    """The output channel of input channel c: the channel shuffle with
+    SHUFFLE groups, ``g * C/SHUFFLE + i -> i * SHUFFLE + g``."""
+    if SHUFFLE == 1:
+        return cs
+    per = C // SHUFFLE
+    return (cs % per) * SHUFFLE + cs // per
+
+
+@triton.jit
+def _plane(SHIFT, MEAN, A, M, PP, Q, n, cs, cmask, C,
+           HAS_A: tl.constexpr, HAS_P: tl.constexpr):
+    """Each plane's shift, mean about it, and coefficients a, m, p, q."""
+    rows = n * C + cs
+    shift = tl.load(SHIFT + cs, mask=cmask, other=0.)
+    mean = tl.load(MEAN + rows, mask=cmask, other=0.)
+    a = tl.load(A + cs, mask=cmask, other=0.) if HAS_A else shift * 0. + 1.
+    m = tl.load(M + rows, mask=cmask, other=0.)
+    p = tl.load(PP + rows, mask=cmask, other=0.) if HAS_P else shift * 0.
+    q = tl.load(Q + rows, mask=cmask, other=0.)
+    return shift, mean, a, m, p, q
+
+
+@triton.jit
+def _gate(z, shift, mean, a, m, p, q, HAS_P: tl.constexpr):
+    """(z about the plane's mean, x = BN(z), the gate s) of one tile."""
+    zc = (z - shift[:, None]) - mean[:, None]
+    xc = a[:, None] * zc
+    x = xc + m[:, None]
+    if HAS_P:
+        s = tl.sigmoid(p[:, None] * xc + q[:, None])
+    else:
+        s = tl.sigmoid(q)[:, None] + zc * 0.
+    return zc, x, s
+
+
+@triton.jit
+def _masked_grad(GY, Y, n, oc, ps, mask, sgn, sgc, sgp, syn, syc, syp,
+                 HAS_RELU: tl.constexpr):
+    """The output gradient of a tile, zero where the ReLU was off."""
+    g = tl.load(GY + n * sgn + oc[:, None] * sgc + ps[None, :] * sgp,
+                mask=mask, other=0.).to(tl.float32)
+    if HAS_RELU:
+        y = tl.load(Y + n * syn + oc[:, None] * syc + ps[None, :] * syp,
+                    mask=mask, other=0.)
+        g = tl.where(y > 0, g, 0.)
+    return g
+
+
+@triton.jit
+def _moments_kernel(Z, SHIFT, PMEAN, PM2, MEAN, VAR, C, P, szn, szc, szp,
+                    chunk, splits, BLOCK_C: tl.constexpr,
+                    BLOCK_P: tl.constexpr, FINAL: tl.constexpr,
+                    WIDE: tl.constexpr):
+    """Mean and M2 of chunk ``pid_s`` of each plane about its channel's
+    shift, the channel's first value (in float32 a mean of 1e4 would
+    otherwise cost 1e-3 of precision, which a std of 1 would see); with
+    one chunk a plane (FINAL), the plane's mean and variance."""
+    pid = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    n_cb = tl.cdiv(C, BLOCK_C)
+    n = pid // n_cb
+    cs = (pid % n_cb) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cmask = cs < C
+    rows = n * C + cs
+    if WIDE:
+        n = n.to(tl.int64)
+        cs = cs.to(tl.int64)
+    shift = tl.load(Z + cs * szc, mask=cmask, other=0.).to(tl.float32)
+    if pid < n_cb:  # sample 0
+        if pid_s == 0:
+            tl.store(SHIFT + cs, shift, mask=cmask)
+    p_lo = pid_s * chunk
+    p_hi = tl.minimum(p_lo + chunk, P)
+    base = Z + n * szn + cs[:, None] * szc
+    mean = tl.zeros([BLOCK_C], dtype=tl.float32)
+    m2 = tl.zeros([BLOCK_C], dtype=tl.float32)
+    for p0 in range(p_lo, p_hi, BLOCK_P):
+        ps = p0 + tl.arange(0, BLOCK_P)
+        if WIDE:
+            ps = ps.to(tl.int64)
+        mask = cmask[:, None] & (ps < p_hi)[None, :]
+        z = tl.load(base + ps[None, :] * szp, mask=mask,
+                    other=0.).to(tl.float32)
+        z = tl.where(mask, z - shift[:, None], 0.)
+        # Chan's merge of this tile's (count, mean, M2) into the running ones
+        seen = (p0 - p_lo).to(tl.float32)
+        cnt = tl.minimum(p_hi - p0, BLOCK_P).to(tl.float32)
+        t_mean = tl.sum(z, 1) / cnt
+        dev = tl.where(mask, z - t_mean[:, None], 0.)
+        delta = t_mean - mean
+        total = seen + cnt
+        mean = mean + delta * (cnt / total)
+        m2 = m2 + tl.sum(dev * dev, 1) + delta * delta * (seen * cnt / total)
+    if FINAL:
+        tl.store(MEAN + rows, mean, mask=cmask)
+        tl.store(VAR + rows, m2 / P, mask=cmask)
+    else:
+        tl.store(PMEAN + rows * splits + pid_s, mean, mask=cmask)
+        tl.store(PM2 + rows * splits + pid_s, m2, mask=cmask)
+
+
+@triton.jit
+def _merge_moments_kernel(PMEAN, PM2, MEAN, VAR, rows, P, chunk, splits,
+                          BLOCK_R: tl.constexpr, SPLITS_P2: tl.constexpr):
+    """Each plane's mean and variance from its chunks' (Chan's formula)."""
+    rs = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    ss = tl.arange(0, SPLITS_P2)
+    smask = (rs < rows)[:, None] & (ss < splits)[None, :]
+    idx = rs[:, None] * splits + ss[None, :]
+    means = tl.load(PMEAN + idx, mask=smask, other=0.)
+    m2s = tl.load(PM2 + idx, mask=smask, other=0.)
+    cnt = tl.minimum(tl.maximum(P - ss * chunk, 0), chunk).to(tl.float32)
+    mean = tl.sum(means * cnt[None, :], 1) / P
+    dev = tl.where(smask, means - mean[:, None], 0.)
+    m2 = tl.sum(m2s + dev * dev * cnt[None, :], 1)
+    tl.store(MEAN + rs, mean, mask=rs < rows)
+    tl.store(VAR + rs, m2 / P, mask=rs < rows)
+
+
+@triton.jit
+def _apply_kernel(Z, R, Y, SHIFT, MEAN, A, M, PP, Q, C, P, szn, szc, szp,
+                  srn, src, srp, syn, syc, syp, SHUFFLE: tl.constexpr,
+                  HAS_A: tl.constexpr, HAS_P: tl.constexpr,
+                  HAS_RESIDUAL: tl.constexpr, BLOCK_C: tl.constexpr,
+                  BLOCK_P: tl.constexpr, WIDE: tl.constexpr):
+    """``y[n, shuffle(c)] = relu(x * s + identity)`` for one tile."""
+    n, cs, ps, cmask, pmask = _element_tile(C, P, BLOCK_C, BLOCK_P, WIDE)
+    mask = cmask[:, None] & pmask[None, :]
+    shift, mean, a, m, p, q = _plane(SHIFT, MEAN, A, M, PP, Q, n, cs, cmask,
+                                     C, HAS_A, HAS_P)
+    z = tl.load(Z + n * szn + cs[:, None] * szc + ps[None, :] * szp,
+                mask=mask, other=0.).to(tl.float32)
+    zc, x, s = _gate(z, shift, mean, a, m, p, q, HAS_P)
+    y = x * s
+    oc = _out_channel(cs, C, SHUFFLE)
+    if HAS_RESIDUAL:
+        r = tl.load(R + n * srn + oc[:, None] * src + ps[None, :] * srp,
+                    mask=mask, other=0.).to(tl.float32)
+        y = tl.maximum(y + r, 0.)
+    tl.store(Y + n * syn + oc[:, None] * syc + ps[None, :] * syp,
+             y.to(Y.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _grads(g, x, s, p, HAS_P: tl.constexpr):
+    """(u, v): the gradients of the gated output's input x and of the
+    gate's logit."""
+    v = g * x * s * (1. - s)
+    if HAS_P:
+        u = g * s + p[:, None] * v
+    else:
+        u = g * s
+    return u, v
+
+
+@triton.jit
+def _sums_kernel(Z, Y, GY, SHIFT, MEAN, A, M, PP, Q, SUMS, C, P, nc, szn, szc,
+                 szp, syn, syc, syp, sgn, sgc, sgp, chunk, splits,
+                 SHUFFLE: tl.constexpr, HAS_A: tl.constexpr,
+                 HAS_P: tl.constexpr, HAS_RELU: tl.constexpr,
+                 BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+                 WIDE: tl.constexpr):
+    """Chunk ``pid_s``'s sums of g * s, u * zc, v and v * zc per plane."""
+    pid = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    n_cb = tl.cdiv(C, BLOCK_C)
+    n = pid // n_cb
+    cs = (pid % n_cb) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cmask = cs < C
+    out = (n * C + cs) * splits + pid_s
+    if WIDE:
+        n = n.to(tl.int64)
+        cs = cs.to(tl.int64)
+    shift, mean, a, m, p, q = _plane(SHIFT, MEAN, A, M, PP, Q, n, cs, cmask,
+                                     C, HAS_A, HAS_P)
+    oc = _out_channel(cs, C, SHUFFLE)
+    p_lo = pid_s * chunk
+    p_hi = tl.minimum(p_lo + chunk, P)
+    acc_w = tl.zeros([BLOCK_C, BLOCK_P], dtype=tl.float32)
+    acc_uz = tl.zeros([BLOCK_C, BLOCK_P], dtype=tl.float32)
+    acc_v = tl.zeros([BLOCK_C, BLOCK_P], dtype=tl.float32)
+    acc_vz = tl.zeros([BLOCK_C, BLOCK_P], dtype=tl.float32)
+    for p0 in range(p_lo, p_hi, BLOCK_P):
+        ps = p0 + tl.arange(0, BLOCK_P)
+        if WIDE:
+            ps = ps.to(tl.int64)
+        mask = cmask[:, None] & (ps < p_hi)[None, :]
+        z = tl.load(Z + n * szn + cs[:, None] * szc + ps[None, :] * szp,
+                    mask=mask, other=0.).to(tl.float32)
+        g = _masked_grad(GY, Y, n, oc, ps, mask, sgn, sgc, sgp, syn, syc,
+                         syp, HAS_RELU)
+        zc, x, s = _gate(z, shift, mean, a, m, p, q, HAS_P)
+        zc = tl.where(mask, zc, 0.)
+        u, v = _grads(g, x, s, p, HAS_P)
+        acc_w += g * s
+        acc_uz += u * zc
+        acc_v += v
+        acc_vz += v * zc
+    tl.store(SUMS + out, tl.sum(acc_w, 1), mask=cmask)
+    tl.store(SUMS + nc * splits + out, tl.sum(acc_uz, 1), mask=cmask)
+    tl.store(SUMS + 2 * nc * splits + out, tl.sum(acc_v, 1), mask=cmask)
+    tl.store(SUMS + 3 * nc * splits + out, tl.sum(acc_vz, 1), mask=cmask)
+
+
+@triton.jit
+def _dz_kernel(Z, Y, GY, DZ, DR, SHIFT, MEAN, A, M, PP, Q, ALPHA, BETA, C, P,
+               szn, szc, szp, syn, syc, syp, sgn, sgc, sgp, sdn, sdc, sdp,
+               srn, src, srp, SHUFFLE: tl.constexpr, HAS_A: tl.constexpr,
+               HAS_P: tl.constexpr, HAS_RELU: tl.constexpr,
+               WRITE_DR: tl.constexpr, BLOCK_C: tl.constexpr,
+               BLOCK_P: tl.constexpr, WIDE: tl.constexpr):
+    """``dz = a * u + alpha + beta * zc`` (alpha, beta: what the plane's
+    mean and variance owe to the N x C functions) and the identity's
+    gradient, the masked output gradient, for one tile."""
+    n, cs, ps, cmask, pmask = _element_tile(C, P, BLOCK_C, BLOCK_P, WIDE)
+    mask = cmask[:, None] & pmask[None, :]
+    shift, mean, a, m, p, q = _plane(SHIFT, MEAN, A, M, PP, Q, n, cs, cmask,
+                                     C, HAS_A, HAS_P)
+    rows = n * C + cs
+    alpha = tl.load(ALPHA + rows, mask=cmask, other=0.)
+    beta = tl.load(BETA + rows, mask=cmask, other=0.)
+    oc = _out_channel(cs, C, SHUFFLE)
+    z = tl.load(Z + n * szn + cs[:, None] * szc + ps[None, :] * szp,
+                mask=mask, other=0.).to(tl.float32)
+    g = _masked_grad(GY, Y, n, oc, ps, mask, sgn, sgc, sgp, syn, syc, syp,
+                     HAS_RELU)
+    zc, x, s = _gate(z, shift, mean, a, m, p, q, HAS_P)
+    u, v = _grads(g, x, s, p, HAS_P)
+    dz = a[:, None] * u + alpha[:, None] + beta[:, None] * zc
+    tl.store(DZ + n * sdn + cs[:, None] * sdc + ps[None, :] * sdp,
+             dz.to(DZ.dtype.element_ty), mask=mask)
+    if WRITE_DR:
+        tl.store(DR + n * srn + oc[:, None] * src + ps[None, :] * srp,
+                 g.to(DR.dtype.element_ty), mask=mask)
+
+
+class GateMeta(NamedTuple):
+    """A :class:`~mmsa.ops.block_end_reference.PlaneGate` without its
+    tensors (what autograd may keep on its context)."""
+    function: str
+    eps: float
+    shuffle: int
+    uses_var: bool
+
+
+class _Plan:
+    """Launch geometry for one shape and layout: the reductions over each
+    plane (split in chunks where planes are too few to fill the device)
+    and the element-wise tiles."""
+
+    def __init__(self, z: Tensor, channel_stride: int) -> None:
+        n, c, h, w = z.shape
+        p = h * w
+        self.block_c, self.block_p, self.splits, self.chunk = plan_tiles(
+            z.device, n, c, p, channel_stride)
+        self.grid_reduce = (n * triton.cdiv(c, self.block_c), self.splits)
+        self.tile_c, self.tile_p = tile(c, p, channel_stride == 1 and c > 1,
+                                        max_p=1024)
+        self.grid_tiles = (n * triton.cdiv(c, self.tile_c) *
+                           triton.cdiv(p, self.tile_p), )
+
+
+def _coefficients(shift: Tensor, mean: Tensor, var: Tensor, plane: int,
+                  fold: Optional[NormFold], norm: Sequence[Optional[Tensor]],
+                  gate: GateMeta, params: Sequence[Tensor], saved=None):
+    """(a, m, p, q, batch): BN's map and the gate's logit, N x C functions
+    of the moments (differentiable; float32 also under autocast: they are
+    tiny). ``norm``: BN's weight, bias, running mean and running
+    variance."""
+    weight, bias, running_mean, running_var = norm
+    with torch.autocast(mean.device.type, enabled=False):
+        a, m, var_x, batch = fold_moments(shift, mean, var, plane, fold,
+                                          weight, bias, running_mean,
+                                          running_var, saved)
+        p, q = PLANE_GATES[gate.function](
+            m, var_x if gate.uses_var else None,
+            [t.float() for t in params], gate.eps)
+    return a, m, p, q, batch
+
+
+def _plane_args(shift, mean, a, m, p, q) -> list:
+    """The kernels' SHIFT, MEAN, A, M, PP, Q (an unused one: any tensor)."""
+    return [shift, mean, mean if a is None else a.contiguous(),
+            m.contiguous(), m if p is None else p.contiguous(),
+            q.contiguous()]
+
+
+def moments(z: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """(shift, mean, var): each channel's first value (C,), and each
+    plane's mean about it and variance (N x C), float32."""
+    z, sz = folded(z, z)
+    n, c, h, w = z.shape
+    p = h * w
+    plan = _Plan(z, sz[1])
+    f32 = dict(device=z.device, dtype=torch.float32)
+    shift, mean, var = (torch.empty(size, **f32)
+                        for size in (c, n * c, n * c))
+    final = plan.splits == 1
+    part = (mean, var) if final else torch.empty(2, n * c * plan.splits,
+                                                 **f32)
+    _moments_kernel[plan.grid_reduce](
+        z, shift, part[0], part[1], mean, var, c, p, *sz, plan.chunk,
+        plan.splits, BLOCK_C=plan.block_c, BLOCK_P=plan.block_p,
+        FINAL=final, WIDE=needs_int64(z))
+    if not final:
+        rows = n * c
+        block_r = max(1, min(triton.next_power_of_2(rows),
+                             2048 // triton.next_power_of_2(plan.splits)))
+        _merge_moments_kernel[(triton.cdiv(rows, block_r), )](
+            part[0], part[1], mean, var, rows, p, plan.chunk, plan.splits,
+            BLOCK_R=block_r, SPLITS_P2=triton.next_power_of_2(plan.splits))
+    return shift, mean.view(n, c), var.view(n, c)
+
+
+def apply(z: Tensor, identity: Optional[Tensor], shift: Tensor,
+          mean: Tensor, a: Optional[Tensor], m: Tensor, p: Optional[Tensor],
+          q: Tensor, shuffle: int) -> Tensor:
+    """``y = relu(x * sigmoid(p (x - m) + q) + identity)`` (no add, no ReLU
+    without an identity) with ``x = a (z - shift - mean) + m``, the output
+    channels shuffled in ``shuffle`` groups."""
+    z, sz = folded(z, z)
+    n, c, h, w = z.shape
+    plan = _Plan(z, sz[1])
+    y = new_like(z)
+    sr = (0, 0, 0)
+    if identity is not None:
+        identity, sr = folded(identity, z)
+    _apply_kernel[plan.grid_tiles](
+        z, z if identity is None else identity, y,
+        *_plane_args(shift, mean, a, m, p, q), c, h * w, *sz, *sr,
+        *nc_p_strides(y), SHUFFLE=shuffle, HAS_A=a is not None,
+        HAS_P=p is not None, HAS_RESIDUAL=identity is not None,
+        BLOCK_C=plan.tile_c, BLOCK_P=plan.tile_p,
+        WIDE=needs_int64(z, y, identity))
+    return y
+
+
+def gradient_sums(grad_y: Tensor, z: Tensor, y: Optional[Tensor],
+                  shift: Tensor, mean: Tensor, a: Optional[Tensor],
+                  m: Tensor, p: Optional[Tensor], q: Tensor,
+                  shuffle: int) -> Tensor:
+    """(4, N, C): each plane's sums of g s, u zc, v and v zc, with g the
+    output gradient (masked by the ReLU where the output ``y`` is given),
+    s the gate, zc = z - shift - mean, u and v the gradients of the gate's
+    input x - m and of its logit: what BN's a and m and the gate's p and q
+    owe."""
+    z, sz = folded(z, z)
+    n, c, h, w = z.shape
+    plan = _Plan(z, sz[1])
+    grad_y, sg = folded(grad_y, z)
+    sums = torch.empty(4, n * c, plan.splits, device=z.device,
+                       dtype=torch.float32)
+    _sums_kernel[plan.grid_reduce](
+        z, z if y is None else y, grad_y,
+        *_plane_args(shift, mean, a, m, p, q), sums, c, h * w, n * c, *sz,
+        *(nc_p_strides(y) if y is not None else (0, 0, 0)), *sg, plan.chunk,
+        plan.splits, SHUFFLE=shuffle, HAS_A=a is not None,
+        HAS_P=p is not None, HAS_RELU=y is not None, BLOCK_C=plan.block_c,
+        BLOCK_P=plan.block_p, WIDE=needs_int64(z, grad_y, y))
+    return (sums[:, :, 0] if plan.splits == 1 else sums.sum(2)).view(
+        4, n, c)
+
+
+def input_gradients(grad_y: Tensor, z: Tensor, y: Optional[Tensor],
+                    shift: Tensor, mean: Tensor, a: Optional[Tensor],
+                    m: Tensor, p: Optional[Tensor], q: Tensor,
+                    alpha: Tensor, beta: Tensor, shuffle: int,
+                    write_identity: bool) -> List[Tensor]:
+    """``[dz, d_identity]``: ``dz = a u + alpha + beta (z - shift - mean)``
+    (alpha, beta: N x C, what the plane's mean and variance owe), and with
+    ``write_identity`` the identity's gradient, the masked output gradient
+    (else an empty tensor)."""
+    z, sz = folded(z, z)
+    n, c, h, w = z.shape
+    plan = _Plan(z, sz[1])
+    grad_y, sg = folded(grad_y, z)
+    dz = new_like(z)
+    dr = new_like(grad_y) if write_identity else dz.new_empty(0)
+    _dz_kernel[plan.grid_tiles](
+        z, z if y is None else y, grad_y, dz, dr,
+        *_plane_args(shift, mean, a, m, p, q), alpha.contiguous(),
+        beta.contiguous(), c, h * w, *sz,
+        *(nc_p_strides(y) if y is not None else (0, 0, 0)), *sg,
+        *nc_p_strides(dz),
+        *(nc_p_strides(dr) if write_identity else (0, 0, 0)),
+        SHUFFLE=shuffle, HAS_A=a is not None, HAS_P=p is not None,
+        HAS_RELU=y is not None, WRITE_DR=write_identity,
+        BLOCK_C=plan.tile_c, BLOCK_P=plan.tile_p,
+        WIDE=needs_int64(z, grad_y, y, dz, dr))
+    return [dz, dr]
+
+
+def forward(z: Tensor, identity: Optional[Tensor], fold: Optional[NormFold],
+            norm: Sequence[Optional[Tensor]], gate: GateMeta,
+            params: Sequence[Tensor]):
+    """The forward passes: ``(y, shift, mean, var, batch)``; ``batch``: the
+    batch statistics ``(mean, var, count, what SyncBatchNorm summed over
+    the ranks)``, or None."""
+    shift, mean, var = moments(z)
+    plane = z.shape[2] * z.shape[3]
+    with torch.no_grad():
+        a, m, p, q, batch = _coefficients(shift, mean, var, plane, fold,
+                                          norm, gate, params)
+    y = apply(z, identity, shift, mean, a, m, p, q, gate.shuffle)
+    return y, shift, mean, var, batch
+
+
+def _leaf(t: Optional[Tensor], grad: bool) -> Optional[Tensor]:
+    return None if t is None else t.detach().requires_grad_(grad)
+
+
+def backward(grad_y: Tensor, z: Tensor, y: Optional[Tensor], shift: Tensor,
+             mean: Tensor, var: Tensor, fold: Optional[NormFold],
+             norm: Sequence[Optional[Tensor]], gate: GateMeta,
+             params: Sequence[Tensor], reduced: Sequence[Tensor],
+             needs: Sequence[bool], sums_fn=gradient_sums,
+             input_grads_fn=input_gradients) -> List[Optional[Tensor]]:
+    """The backward passes: gradients of ``z``, the identity (with the
+    ReLU), BN's weight and bias and the gate's parameters, each None where
+    ``needs`` (in that order) says it is not wanted. ``sums_fn`` and
+    ``input_grads_fn``: :func:`gradient_sums` and :func:`input_gradients`,
+    or the custom ops that wrap them."""
+    plane = z.shape[2] * z.shape[3]
+    weight, bias, running_mean, running_var = norm
+    with torch.enable_grad():
+        mean_l, var_l = _leaf(mean, True), _leaf(var, True)
+        weight_l, bias_l = _leaf(weight, needs[2]), _leaf(bias, needs[3])
+        params_l = [_leaf(t, need) for t, need in zip(params, needs[4:])]
+        a, m, p, q, _ = _coefficients(
+            shift, mean_l, var_l, plane, fold,
+            (weight_l, bias_l, running_mean, running_var), gate, params_l,
+            saved=reduced or None)
+    coef = [None if t is None else t.detach() for t in (a, m, p, q)]
+    s_w, s_uz, s_v, s_vz = sums_fn(grad_y, z, y, shift, mean, *coef,
+                                   gate.shuffle)
+    a_ = 1. if a is None else coef[0]
+    pairs = [(m, s_w), (q, s_v), (a, s_uz.sum(0)), (p, s_vz * a_)]
+    pairs = [(t, g) for t, g in pairs if t is not None and t.requires_grad]
+    inputs = [mean_l, var_l] + [
+        t for t in (weight_l, bias_l, *params_l)
+        if t is not None and t.requires_grad]
+    found = iter(torch.autograd.grad([t for t, _ in pairs], inputs,
+                                     [g for _, g in pairs],
+                                     allow_unused=True))
+    d_mean, d_var = next(found), next(found)
+    # z - shift - mean also enters the element-wise pass directly, through
+    # x and the logit: sum(u) = sum(g s) + p sum(v)
+    s_u = s_w if p is None else s_w + coef[2] * s_v
+    d_mean = -s_u * a_ if d_mean is None else d_mean - s_u * a_
+    alpha = d_mean / plane
+    beta = (torch.zeros_like(alpha) if d_var is None else d_var *
+            (2. / plane))
+    write_dr = y is not None and needs[1]
+    dz, dr = input_grads_fn(grad_y, z, y, shift, mean, *coef, alpha, beta,
+                            gate.shuffle, write_dr)
+    wanted = [next(found) if t is not None and t.requires_grad else None
+              for t in (weight_l, bias_l, *params_l)]
+    return [dz, dr if write_dr else None] + wanted
+
+
+class BlockEndTriton(torch.autograd.Function):
+    """``relu(gate(BN(z)) + identity)`` by the Triton kernels."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor, identity: Optional[Tensor],
+                fold: Optional[NormFold], gate: GateMeta,
+                weight: Optional[Tensor], bias: Optional[Tensor],
+                running_mean: Optional[Tensor],
+                running_var: Optional[Tensor],
+                num_batches_tracked: Optional[Tensor],
+                *params: Tensor) -> Tensor:
+        norm = (weight, bias, running_mean, running_var)
+        y, shift, mean, var, batch = forward(z, identity, fold, norm, gate,
+                                             params)
+        if fold is not None and fold.update:
+            update_running_stats(fold, shift, batch, running_mean,
+                                 running_var, num_batches_tracked)
+        reduced = () if batch is None else batch[3]
+        running = fold is not None and not fold.batch_stats
+        ctx.save_for_backward(z, y if identity is not None else None, shift,
+                              mean, var, weight, bias,
+                              running_mean if running else None,
+                              running_var if running else None, *reduced,
+                              *params)
+        ctx.meta = (fold, gate, len(reduced))
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y: Tensor):
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                'mmsa block end (Triton kernels): double backward '
+                '(create_graph=True) is not supported; run this attention '
+                "with impl='reference' (or MMSA_IMPL=reference) to "
+                'differentiate its gradients')
+        fold, gate, n_reduced = ctx.meta
+        saved = ctx.saved_tensors
+        z, y, shift, mean, var, weight, bias, rm, rv = saved[:9]
+        need = ctx.needs_input_grad
+        grads = backward(grad_y, z, y, shift, mean, var, fold,
+                         (weight, bias, rm, rv), gate, saved[9 + n_reduced:],
+                         saved[9:9 + n_reduced],
+                         (need[0], need[1], need[4], need[5], *need[9:]))
+        return (*grads[:2], None, None, *grads[2:4], None, None, None,
+                *grads[4:])
+
+
+def block_end_triton(z: Tensor, identity: Optional[Tensor],
+                     fold: Optional[NormFold], norm: Optional[torch.nn.Module],
+                     gate: PlaneGate) -> Tensor:
+    """``relu(gate(BN(z)) + identity)`` (without an identity: no add, no
+    ReLU; without a fold: no norm) by the Triton kernels, in ``z``'s dtype
+    and memory format. Callers check
+    :func:`~mmsa.ops.triton_support.triton_unsupported` first."""
+    meta = GateMeta(gate.function, gate.eps, gate.shuffle, gate.uses_var)
+    if fold is None:
+        norm_tensors = (None, ) * 5
+    else:
+        norm_tensors = (norm.weight, norm.bias, norm.running_mean,
+                        norm.running_var, norm.num_batches_tracked)
+    with on_device(z):
+        return BlockEndTriton.apply(z, identity, fold, meta, *norm_tensors,
+                                    *gate.params)

@@ -1,0 +1,722 @@
+"""The block-end op, ``relu(attention(norm(z)) + identity)``, against the
+float64 reference composition.
+
+The Triton kernels run under Triton's interpreter on CPU tensors
+(tests/conftest.py sets ``TRITON_INTERPRET=1`` before anything imports
+them): the kernel code that runs on CUDA, checked here for the output, the
+input's, the identity's, BatchNorm's and the attention's gradients and the
+running statistics, against the same modules' reference path in float64.
+The cases cover each axis pairwise, not the full cross product: attention
+(SA, SE, ECA, CBAM, SGE), norm (none, BN training, eval, frozen affine,
+cumulative average, no running statistics), dtype, layout, H*W not a
+multiple of a block, batch 1, 1x1 planes, planes of mean 1e4.
+"""
+import copy
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import torch
+from testing_utils import randomize_
+
+import mmsa.ops.dispatch as dispatch
+import mmsa.ops.triton_support as support
+from mmsa.attention import (ATTENTIONS, CBAM, EfficientChannelAttention,
+                            ShuffleAttention, SpatialGroupEnhance,
+                            SqueezeExcitation, build_attention)
+from mmsa.ops import block_end, gate_reference
+
+ROOT = Path(__file__).resolve().parents[2]
+
+needs_triton = pytest.mark.skipif(
+    support.triton_unavailable() is not None,
+    reason=f'Triton cannot run here: {support.triton_unavailable()}')
+
+F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
+# dtype -> tolerance against float64: relative to the scale in float32,
+# relative in norm for half precision (a ReLU mask may flip at values that
+# round to 0)
+TOLERANCE = {F32: 1e-5, F16: 1e-2, BF16: 2e-2}
+
+ATTENTION = {
+    'SA': lambda c: ShuffleAttention(c, groups=4),
+    'SE': lambda c: SqueezeExcitation(c, reduction=4),
+    'ECA': lambda c: EfficientChannelAttention(c, kernel_size=3),
+    'CBAM': lambda c: CBAM(c, reduction=4, kernel_size=3),
+    'SGE': lambda c: SpatialGroupEnhance(c, groups=4),
+}
+
+
+def _norm(kind: str, channels: int, seed: int):
+    if kind == 'none':
+        return None
+    norm = torch.nn.BatchNorm2d(
+        channels, momentum=None if kind == 'cumulative' else 0.1,
+        track_running_stats=kind != 'untracked')
+    randomize_(norm, seed)
+    norm.train(kind in ('train', 'cumulative'))
+    if kind == 'frozen':
+        norm.requires_grad_(False)
+    return norm
+
+
+def _layout(t: torch.Tensor, layout: str) -> torch.Tensor:
+    if layout == 'channels_last':
+        return t.contiguous(memory_format=torch.channels_last)
+    if layout == 'strided':  # every other column of a wider tensor
+        wide = torch.zeros(*t.shape[:3], 2 * t.shape[3], dtype=t.dtype)
+        wide[..., ::2] = t
+        return wide[..., ::2]
+    return t.contiguous()
+
+
+def _run(attention, norm, z, identity, grad, impl, dtype=F32,
+         layout='contiguous'):
+    """One forward and backward of the op: the output, the gradients by
+    name and the norm's buffers after. Parameters stay float32 (float64
+    for the reference); half-precision tensors run under autocast, as
+    AMP runs them."""
+    attention = copy.deepcopy(attention)
+    attention.impl = impl
+    norm = copy.deepcopy(norm)
+    if dtype == torch.float64:
+        attention.double()
+        norm = None if norm is None else norm.double()
+    zz = _layout(z.to(dtype), layout).detach().requires_grad_()
+    ii = None
+    if identity is not None:
+        ii = _layout(identity.to(dtype), layout).detach().requires_grad_()
+    with torch.autocast('cpu', dtype=dtype, enabled=dtype in (F16, BF16)):
+        out = block_end(zz, attention, norm, ii)
+    out.backward(grad.to(out.dtype))
+    grads = {'z': zz.grad, 'identity': None if ii is None else ii.grad}
+    grads.update({f'attention.{n}': p.grad
+                  for n, p in attention.named_parameters()})
+    if norm is not None:
+        grads.update({f'norm.{n}': p.grad for n, p in norm.named_parameters()})
+    buffers = {} if norm is None else dict(norm.named_buffers())
+    return out.detach(), grads, buffers
+
+
+def _error(actual: torch.Tensor, expected: torch.Tensor, dtype) -> float:
+    actual, expected = actual.double(), expected.double()
+    if dtype == F32:
+        return ((actual - expected).abs().max() /
+                expected.abs().max().clamp_min(1.)).item()
+    return ((actual - expected).norm() /
+            expected.norm().clamp_min(1e-12)).item()
+
+
+def _assert_matches(got, ref, dtype, layout='contiguous', tolerance=None):
+    out, grads, buffers = got
+    ref_out, ref_grads, ref_buffers = ref
+    assert out.dtype == dtype
+    if layout == 'channels_last':
+        assert out.is_contiguous(memory_format=torch.channels_last)
+    # in half precision, outputs within rounding of the ReLU's kink may
+    # land on its other side: their pointwise gradients are not compared
+    near_kink = ref_out.abs() <= 4 * torch.finfo(dtype).eps * \
+        ref_out.abs().max()
+    checks = [('output', out, ref_out)]
+    for name, g in ref_grads.items():
+        if g is None:
+            continue
+        a = grads[name]
+        if dtype != F32 and name in ('z', 'identity'):
+            a = torch.where(near_kink, 0., a.double())
+            g = torch.where(near_kink, 0., g)
+        checks.append((name, a, g))
+    checks += [(name, buffers[name], b) for name, b in ref_buffers.items()]
+    for name, a, b in checks:
+        assert a is not None, f'{name}: no gradient'
+        err = _error(a, b, dtype)
+        limit = tolerance or TOLERANCE[dtype]
+        assert err <= limit, f'{name}: error {err:.3g} ({dtype})'
+
+
+def _check(name, norm_kind, dtype, layout, shape, identity, offset,
+           seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    c = shape[1]
+    norm = _norm(norm_kind, c, seed + 2)
+    # the attention's own norms (CBAM's) in the block's mode
+    attention = randomize_(ATTENTION[name](c), seed + 1).train(
+        norm_kind in ('train', 'cumulative'))
+    z = torch.randn(shape, generator=gen) * 2 + 1 + offset
+    idt = torch.randn(shape, generator=gen) if identity else None
+    grad = torch.randn(shape, generator=gen)
+    got = _run(attention, norm, z, idt, grad, 'triton', dtype, layout)
+    ref = _run(attention, norm, z.double(), None if idt is None else
+               idt.double(), grad.double(), 'reference', torch.float64)
+    # x ~ 1e4 (a norm with running statistics keeps the offset) saturates
+    # the gates: where float32 rounds s to 1, the tiny s (1 - s) of their
+    # gradients is 0 (as in PyTorch's float32 composition)
+    _assert_matches(got, ref, dtype, layout,
+                    10 * TOLERANCE[dtype] if offset else None)
+
+
+CASES = [
+    # attention, norm, dtype, layout, shape, identity, offset
+    ('SA', 'train', F32, 'contiguous', (2, 32, 5, 7), True, 0.),
+    ('SA', 'eval', F32, 'channels_last', (1, 32, 1, 1), True, 0.),
+    ('SA', 'none', BF16, 'strided', (2, 32, 5, 7), False, 0.),
+    ('SA', 'cumulative', F16, 'contiguous', (3, 32, 9, 11), True, 0.),
+    ('SA', 'frozen', F32, 'strided', (2, 32, 3, 5), True, 1e4),
+    ('SA', 'train', F32, 'contiguous', (2, 32, 9, 7), True, 1e4),
+    ('SA', 'untracked', F32, 'channels_last', (2, 32, 5, 7), False, 0.),
+    ('SE', 'train', F32, 'channels_last', (2, 32, 5, 7), True, 0.),
+    ('SE', 'frozen', BF16, 'contiguous', (2, 32, 5, 7), True, 0.),
+    ('SE', 'none', F32, 'strided', (1, 32, 1, 1), False, 0.),
+    ('SE', 'untracked', F16, 'channels_last', (3, 32, 9, 11), True, 0.),
+    ('SE', 'eval', F32, 'contiguous', (2, 32, 9, 7), True, 1e4),
+    ('ECA', 'eval', F32, 'strided', (2, 32, 5, 7), True, 0.),
+    ('ECA', 'train', BF16, 'channels_last', (2, 32, 5, 7), True, 0.),
+    ('ECA', 'cumulative', F32, 'contiguous', (1, 32, 9, 11), True, 0.),
+    ('ECA', 'none', F16, 'contiguous', (1, 32, 1, 1), False, 0.),
+    ('ECA', 'train', F32, 'strided', (2, 32, 5, 7), True, 1e4),
+    ('CBAM', 'train', F32, 'contiguous', (2, 32, 5, 7), True, 0.),
+    ('CBAM', 'eval', BF16, 'channels_last', (1, 32, 1, 1), True, 0.),
+    ('CBAM', 'none', F32, 'strided', (3, 32, 9, 11), False, 0.),
+    ('SGE', 'train', F32, 'channels_last', (2, 32, 5, 7), True, 0.),
+    ('SGE', 'frozen', F16, 'strided', (3, 32, 9, 11), True, 0.),
+    ('SGE', 'none', F32, 'contiguous', (2, 32, 5, 7), False, 0.),
+]
+
+
+@needs_triton
+@pytest.mark.parametrize('case', CASES, ids=lambda c: '-'.join(
+    [c[0], c[1], str(c[2])[6:], c[3], 'x'.join(map(str, c[4])),
+     'id' if c[5] else 'noid'] + (['1e4'] if c[6] else [])))
+def test_triton_block_end_matches_float64_reference(case):
+    _check(*case)
+
+
+@needs_triton
+@pytest.mark.parametrize('layout', ['contiguous', 'channels_last'])
+@pytest.mark.parametrize('name', ['SA', 'ECA'])
+def test_triton_block_end_merges_moments_of_split_planes(layout, name):
+    """More programs wanted than planes: each plane's moments and sums come
+    from several chunks, merged exactly (Chan's formula)."""
+    shape = (1, 8, 50, 51)
+    p = shape[2] * shape[3]
+    with mock.patch.object(support, 'programs_wanted', return_value=256):
+        plan = support.plan_tiles(torch.device('cpu'), 1, 8, p,
+                                  1 if layout == 'channels_last' else p)
+        assert plan[2] > 1, plan  # the planes are split
+        attention = {'SA': lambda c: ShuffleAttention(c, groups=2)}.get(
+            name, ATTENTION[name])
+        with mock.patch.dict(ATTENTION, {name: attention}):
+            _check(name, 'train', F32, layout, shape, True, 0.)
+
+
+@needs_triton
+def test_triton_block_end_with_int64_offsets_matches_reference():
+    """The kernels' int64 path (taken where a tensor's address span passes
+    int32) on a small tensor."""
+    with mock.patch('mmsa.ops.block_end_triton.needs_int64',
+                    return_value=True):
+        _check('SA', 'train', F32, 'channels_last', (2, 32, 5, 7), True, 0.)
+
+
+def test_int64_offsets_are_chosen_by_the_address_span():
+    small = torch.empty(2, 3, 4, 5, device='meta')
+    assert not support.needs_int64(small, None)
+    assert not support.needs_int64(torch.empty(2**31, device='meta'))
+    assert support.needs_int64(torch.empty(2**31 + 1, device='meta'))
+    # a view of few elements whose last address passes int32
+    strided = small.as_strided((2, 3, 4, 5), (2**31, 1, 5, 1))
+    assert strided.numel() < 2**31 and support.needs_int64(strided)
+
+
+@needs_triton
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_element_wise_grid_is_one_axis_whatever_the_plane_size(
+        channels_last):
+    """CUDA's grid axes 1 and 2 stop at 65,535 programs: the element-wise
+    kernels use axis 0 only, the reductions at most 64 splits on axis 1."""
+    from mmsa.ops import block_end_triton
+    z = torch.empty(1, 64, 2000, 1500, device='meta')
+    if channels_last:
+        z = z.contiguous(memory_format=torch.channels_last)
+    plan = block_end_triton._Plan(z, support.nc_p_strides(z)[1])
+    assert len(plan.grid_tiles) == 1 and plan.grid_tiles[0] > 65535
+    assert plan.grid_reduce[1] <= 64
+
+
+@needs_triton
+@pytest.mark.parametrize('momentum', [0.1, None])
+def test_running_statistics_match_torch_after_several_steps(momentum):
+    """Three training steps, then eval: the running mean and (unbiased)
+    variance, the batch count and the eval output equal torch's."""
+    gen = torch.Generator().manual_seed(0)
+    attention = randomize_(ShuffleAttention(16, groups=2), seed=1)
+    norms = {}
+    for impl, dtype in (('triton', F32), ('reference', torch.float64)):
+        att = copy.deepcopy(attention).to(dtype)
+        att.impl = impl
+        norm = torch.nn.BatchNorm2d(16, momentum=momentum).to(dtype)
+        gen.manual_seed(0)
+        for _ in range(3):
+            z = (torch.randn(2, 16, 5, 6, generator=gen) * 3 + 2).to(dtype)
+            block_end(z.requires_grad_(), att, norm,
+                      torch.randn(z.shape, generator=gen).to(dtype)).sum(
+                      ).backward()
+        norm.eval()
+        z = torch.randn(2, 16, 5, 6, generator=gen).to(dtype)
+        norms[impl] = (norm, block_end(z, att, norm).detach())
+    (got, out), (ref, ref_out) = norms['triton'], norms['reference']
+    assert got.num_batches_tracked.item() == 3
+    for name in ('running_mean', 'running_var'):
+        assert _error(getattr(got, name), getattr(ref, name), F32) <= 1e-6
+    assert _error(out, ref_out, F32) <= 1e-5
+
+
+@needs_triton
+def test_two_identical_calls_give_identical_bits():
+    gen = torch.Generator().manual_seed(0)
+    attention = randomize_(ShuffleAttention(32, groups=4, impl='triton'))
+    z = torch.randn(2, 32, 9, 11, generator=gen)
+    idt = torch.randn(z.shape, generator=gen)
+
+    def step():
+        norm = randomize_(torch.nn.BatchNorm2d(32), 3)
+        att = copy.deepcopy(attention)
+        zz = z.clone().requires_grad_()
+        out = block_end(zz, att, norm, idt)
+        out.backward(torch.ones_like(out))
+        return [out, zz.grad, norm.weight.grad, att.cweight.grad]
+
+    for a, b in zip(step(), step()):
+        assert torch.equal(a, b)
+
+
+@needs_triton
+def test_block_end_saves_only_its_input_and_output():
+    """Saved for backward: z (which BN saves too) and the output (the ReLU's
+    mask, which the next conv saves anyway), plus per-plane floats and the
+    parameters; never x = BN(z) or another full tensor."""
+    attention = randomize_(SqueezeExcitation(32, reduction=4, impl='triton'))
+    norm = randomize_(torch.nn.BatchNorm2d(32))
+    z = torch.randn(2, 32, 9, 11, requires_grad=True)
+    idt = torch.randn(z.shape, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(
+            lambda t: saved.append(t) or t, lambda t: t):
+        out = block_end(z, attention, norm, idt)
+    full = {t.untyped_storage().data_ptr() for t in saved
+            if t.numel() == z.numel()}
+    assert full == {z.untyped_storage().data_ptr(),
+                    out.untyped_storage().data_ptr()}
+    small = sum(t.numel() for t in saved if t.numel() < z.numel())
+    assert small <= 4 * 2 * 32 + sum(p.numel() for p in
+                                     attention.parameters())
+
+
+@needs_triton
+@pytest.mark.parametrize('name', ['SA', 'CBAM'])
+def test_double_backward_is_one_clear_error(name):
+    attention = randomize_(ATTENTION[name](16))
+    attention.impl = 'triton'
+    z = torch.randn(2, 16, 5, 7, requires_grad=True)
+    out = block_end(z, attention, torch.nn.BatchNorm2d(16),
+                    torch.randn(z.shape))
+    with pytest.raises(RuntimeError, match=r"double backward.*"
+                       r"impl='reference'"):
+        torch.autograd.grad(out.square().sum(), z, create_graph=True)
+    attention.impl = 'reference'  # the way out the message names
+    out = block_end(z, attention, torch.nn.BatchNorm2d(16),
+                    torch.randn(z.shape))
+    dz, = torch.autograd.grad(out.square().sum(), z, create_graph=True)
+    dz.sum().backward()
+    assert z.grad is not None
+
+
+# options that make each module small; every registered attention is here
+OPTIONS = {
+    'SA': dict(groups=4), 'SE': dict(reduction=4), 'ECA': dict(kernel_size=3),
+    'CBAM': dict(reduction=4, kernel_size=3), 'SGE': dict(groups=4),
+    'BAM': dict(reduction=4), 'ULSAM': dict(groups=4), 'LKA': dict(),
+    'GC': dict(ratio=1 / 4), 'NonLocal': dict(reduction=4)
+}
+
+
+def _build(name: str, channels: int = 16, **options):
+    try:
+        module = build_attention(dict(type=name, **OPTIONS[name], **options),
+                                 channels)
+    except ImportError as err:  # GC / NonLocal without mmcv
+        pytest.skip(str(err))
+    return randomize_(module, seed=len(name)).eval()
+
+
+def test_every_registered_attention_is_covered():
+    assert set(ATTENTIONS) == set(OPTIONS)
+
+
+@pytest.mark.parametrize('name', sorted(OPTIONS))
+def test_block_end_of_any_attention_is_relu_of_output_plus_identity(name):
+    """Every attention ends a block as ``relu(attention(norm(z)) +
+    identity)``: the op's gradients are those of the composition."""
+    module = _build(name)
+    norm = randomize_(torch.nn.BatchNorm2d(16)).eval()
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(2, 16, 6, 5, generator=gen)
+    identity = torch.randn(z.shape, generator=gen)
+    grad_out = torch.randn(z.shape, generator=gen)
+
+    def run(fused):
+        m = copy.deepcopy(module)
+        zi = z.clone().requires_grad_()
+        idt = identity.clone().requires_grad_()
+        out = (block_end(zi, m, norm, idt) if fused else
+               torch.relu(m(norm(zi)) + idt))
+        out.backward(grad_out)
+        return [out.detach(), zi.grad, idt.grad] + [
+            p.grad for p in m.parameters()]
+
+    for a, b in zip(run(True), run(False)):
+        assert (a - b).abs().max() <= 1e-5 * max(1., b.abs().max().item())
+
+
+@pytest.mark.parametrize('name', sorted(OPTIONS))
+@pytest.mark.parametrize('shape,identity,message', [
+    ((16, 6, 5), None, r'expected a 4-D input N x 16 x H x W, got 3-D'),
+    ((1, 2, 16, 6, 5), None, r'got 5-D'),
+    ((2, 8, 6, 5), None, r'expected 16 channels .* got an input of shape '
+     r'\(2, 8, 6, 5\); build it with in_channels=8'),
+    ((2, 16, 0, 5), None, r'no positions \(H x W = 0 x 5\)'),
+    ((2, 16, 6, 5), (2, 16, 3, 5), r"identity shape \(2, 16, 3, 5\) differs "
+     r"from the input's \(2, 16, 6, 5\)"),
+])
+def test_bad_input_is_one_clear_error_naming_the_module(name, shape, identity,
+                                                        message):
+    module = _build(name)
+    with pytest.raises(ValueError, match=message) as info:
+        if identity is None:
+            module(torch.randn(shape))
+        else:
+            block_end(torch.randn(shape), module, None,
+                      torch.randn(identity))
+    assert type(module).__name__ in str(info.value)
+
+
+def test_integer_input_is_one_clear_error():
+    with pytest.raises(ValueError, match=r'SqueezeExcitation\(.*floating'
+                       r'-point input, got torch.int64'):
+        _build('SE')(torch.ones(1, 16, 2, 2, dtype=torch.long))
+
+
+@pytest.mark.parametrize('name,impls', [
+    ('SA', ['auto', 'triton', 'cpu', 'reference']),
+    ('SE', ['auto', 'triton', 'reference']),
+    ('SGE', ['auto', 'triton', 'reference']),
+    ('BAM', ['auto', 'reference']),
+])
+def test_impl_names_are_each_modules_own(name, impls):
+    for impl in impls:
+        assert _build(name, impl=impl).impl == impl
+    choices = ', '.join(repr(i) for i in impls)
+    for wrong in ('tritn', 'cpu' if 'cpu' not in impls else 'cuda'):
+        with pytest.raises(ValueError, match=rf"impl={wrong!r} is not a path "
+                           rf"of this module; choose one of \[{choices}\]"):
+            _build(name, impl=wrong)
+    module = _build(name)
+    module.impl = 'tritn'  # set later: refused at the next call
+    with pytest.raises(ValueError, match=r"impl='tritn'"):
+        block_end(torch.randn(2, 16, 6, 5), module)
+
+
+def test_mmsa_impl_is_the_default_where_the_config_says_auto():
+    sa, se, bam = _build('SA'), _build('SE'), _build('BAM')
+    with mock.patch.dict(os.environ, {'MMSA_IMPL': 'reference'}):
+        assert dispatch.resolve_impl(sa) == 'reference'
+        sa.impl = 'cpu'  # a value written in the config wins
+        assert dispatch.resolve_impl(sa) == 'cpu'
+    with mock.patch.dict(os.environ, {'MMSA_IMPL': 'cpu'}):
+        # a module without that path keeps 'auto'
+        assert dispatch.resolve_impl(se) == 'auto'
+        assert dispatch.resolve_impl(bam) == 'auto'
+    with mock.patch.dict(os.environ, {'MMSA_IMPL': 'triton'}):
+        assert dispatch.resolve_impl(se) == 'triton'
+    with mock.patch.dict(os.environ, {'MMSA_IMPL': 'fast'}):
+        with pytest.raises(ValueError, match=r"MMSA_IMPL='fast' is not a "
+                           r"path name; choose one of \['auto', 'triton', "
+                           r"'cpu', 'reference'\]"):
+            se(torch.randn(2, 16, 6, 5))
+
+
+@needs_triton
+@pytest.mark.parametrize('attention', [dict(type='SA', groups=8),
+                                       dict(type='SE', reduction=8)])
+@pytest.mark.parametrize('train', [True, False])
+def test_mmsa_impl_triton_runs_a_whole_backbone_in_the_kernels(attention,
+                                                               train):
+    """With ``MMSA_IMPL=triton`` every block of an AttnResNet-18 ends in the
+    Triton kernels (BN folded in training and in eval); outputs, the input
+    gradient and every parameter gradient equal the reference path's."""
+    pytest.importorskip('mmdet')
+    from mmsa.models.backbones.det_resnet import AttnResNet
+    from mmsa.ops import block_end_triton
+    torch.manual_seed(0)
+    model = randomize_(AttnResNet(depth=18, attention=attention), seed=5)
+    x = torch.randn(2, 3, 32, 48)
+
+    def run(env):
+        m = copy.deepcopy(model).train(train)
+        xi = x.clone().requires_grad_()
+        with mock.patch.dict(os.environ, {'MMSA_IMPL': env}), \
+                mock.patch.object(block_end_triton.BlockEndTriton, 'apply',
+                                  wraps=block_end_triton.BlockEndTriton.apply
+                                  ) as kernels:
+            outs = m(xi)
+        sum((o * (i + 1)).mean() for i, o in enumerate(outs)).backward()
+        grads = {n: p.grad for n, p in m.named_parameters()}
+        return outs, xi.grad, grads, kernels.call_count, m
+
+    outs, dx, grads, calls, m = run('triton')
+    model.double()
+    x = x.double()
+    ref_outs, ref_dx, ref_grads, ref_calls, ref_m = run('reference')
+    assert calls == 8 and ref_calls == 0  # one per block
+    # 18 layers of float32 rounding against float64
+    for a, b in zip(outs, ref_outs):
+        assert _error(a.detach(), b.detach(), F32) <= 2e-4
+    assert _error(dx, ref_dx, F32) <= 2e-4
+    for name, ref in ref_grads.items():
+        assert _error(grads[name], ref, F32) <= 2e-4, name
+    if train:
+        assert _error(m.layer2[0].bn2.running_var,
+                      ref_m.layer2[0].bn2.running_var, F32) <= 1e-5
+
+
+@needs_triton
+@pytest.mark.skipif(not hasattr(torch.library, 'custom_op'),
+                    reason='torch.library.custom_op needs torch >= 2.4')
+@pytest.mark.parametrize('name', ['SA', 'ECA'])
+def test_kernels_stay_one_op_under_torch_compile(name):
+    """Under torch.compile (fullgraph) the block end is the custom op
+    ``mmsa::block_end``, whose backward calls the kernels' ops too; the
+    results and the running statistics equal eager's."""
+    attention = randomize_(ATTENTION[name](16), seed=1)
+    attention.impl = 'triton'
+    norm = randomize_(torch.nn.BatchNorm2d(16), 2).train()
+    graphs = []
+
+    def backend(gm, inputs):
+        graphs.append(str(gm.graph))
+        return gm
+
+    from torch._dynamo.backends.common import aot_autograd
+
+    def run(compiled):
+        att, bn = copy.deepcopy(attention), copy.deepcopy(norm)
+        fn = (lambda z, i: block_end(z, att, bn, i))
+        if compiled:
+            torch._dynamo.reset()
+            fn = torch.compile(fn, fullgraph=True, backend=aot_autograd(
+                fw_compiler=backend, bw_compiler=backend))
+        gen = torch.Generator().manual_seed(0)
+        z = torch.randn(2, 16, 5, 7, generator=gen, requires_grad=True)
+        idt = torch.randn(z.shape, generator=gen, requires_grad=True)
+        out = fn(z, idt)
+        out.square().sum().backward()
+        return [out, z.grad, idt.grad, bn.weight.grad, bn.running_var] + [
+            p.grad for p in att.parameters()]
+
+    got, ref = run(True), run(False)
+    assert 'mmsa.block_end.default' in graphs[0]
+    assert 'mmsa.block_end_sums.default' in graphs[1]
+    assert 'mmsa.block_end_input_grads.default' in graphs[1]
+    for a, b in zip(got, ref):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+@needs_triton
+def test_kernels_step_aside_under_export():
+    """ONNX export and tracing see the reference composition (standard ops
+    they can translate), never a kernel."""
+    sa = randomize_(ShuffleAttention(16, groups=2, impl='triton'))
+    x = torch.randn(1, 16, 3, 3)
+    traced = torch.jit.trace(sa, x, check_trace=False)
+    assert 'triton' not in str(traced.inlined_graph).lower()
+    assert torch.allclose(traced(x), sa(x), atol=1e-6)
+
+
+@needs_triton
+def test_fallback_is_logged_once_per_reason():
+    """A CPU tensor outside the interpreter, or a triton too old: the
+    reference runs and says why, once."""
+    sa = randomize_(ShuffleAttention(16, groups=2, impl='triton'))
+    cbam = randomize_(CBAM(16, reduction=4, kernel_size=3, impl='triton'))
+    x = torch.randn(1, 16, 3, 3)
+    for env, reason in (({'TRITON_INTERPRET': '0'}, 'run on CUDA'),
+                        ({}, 'too old')):
+        with mock.patch.dict('os.environ', env), \
+                mock.patch.object(dispatch, '_LOGGED', set()), \
+                mock.patch.object(dispatch, 'print_log') as log, \
+                mock.patch.dict(support._STATE, clear=True):
+            if reason == 'too old':
+                import triton
+                mock.patch.object(triton, '__version__', '2.0.0').start()
+            try:
+                out = sa(x)
+                sa(x)
+                cbam(x)
+            finally:
+                mock.patch.stopall()
+        messages = [c.args[0] for c in log.call_args_list]
+        assert len(messages) == 2, messages  # one for SA, one for CBAM
+        assert all(reason in m for m in messages), messages
+        sa.impl = 'reference'
+        assert torch.equal(out, sa(x))
+        sa.impl = 'triton'
+
+
+@needs_triton
+@pytest.mark.parametrize('dtype', [F16, BF16])
+@pytest.mark.parametrize('groups', [1, 4])
+def test_triton_gate_epilogue_half_precision(dtype, groups):
+    """Half-precision input, float32 gates (autocast's mix): computed in
+    float32, stored in the input's dtype; each gradient in its tensor's."""
+    from mmsa.ops.triton_gate import gate_triton
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 8, 3, 5, generator=gen)
+    gc = torch.rand(2, 8, generator=gen)
+    gs = torch.rand(2, groups, 3, 5, generator=gen)
+    idt = torch.randn(x.shape, generator=gen)
+    grad_out = torch.randn(x.shape, generator=gen)
+
+    def run(fn, xdt, gdt):
+        ins = [t.detach().to(dt).clone().requires_grad_()
+               for t, dt in ((x, xdt), (gc, gdt), (gs, gdt), (idt, xdt))]
+        out = fn(*ins)
+        out.backward(grad_out.to(out.dtype))
+        return [out] + [t.grad for t in ins]
+
+    got = run(gate_triton, dtype, F32)
+    ref = run(gate_reference, torch.float64, torch.float64)
+    assert got[0].dtype == dtype and got[1].dtype == dtype
+    assert got[2].dtype == F32
+    for what, a, b in zip(('output', 'dx', 'd_gc', 'd_gs', 'd_identity'),
+                          got, ref):
+        assert _error(a, b, dtype) <= TOLERANCE[dtype], what
+
+
+@needs_triton
+def test_triton_gate_splits_channels_of_a_group_across_programs():
+    """More programs wanted than (sample, group, p-block) triples: each
+    group's channels are cut into chunks whose spatial-gate gradients are
+    summed afterwards."""
+    from mmsa.ops import triton_gate
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 64, 16, 17, generator=gen)
+    gs = torch.rand(1, 2, 16, 17, generator=gen)
+    gc = torch.rand(1, 64, generator=gen)
+    grad_out = torch.randn(x.shape, generator=gen)
+
+    def run(fn, dt):
+        ins = [t.detach().to(dt).clone().requires_grad_()
+               for t in (x, gc, gs)]
+        fn(*ins).backward(grad_out.to(dt))
+        return [t.grad for t in ins]
+
+    with mock.patch.object(support, 'programs_wanted', return_value=256):
+        assert triton_gate._plan(x, x.stride(1), 2)[3] > 1  # chunks
+        got = run(triton_gate.gate_triton, F32)
+    for a, b in zip(got, run(gate_reference, torch.float64)):
+        assert _error(a, b, F32) <= TOLERANCE[F32]
+
+
+SYNC_WORKER = textwrap.dedent('''
+    import os
+    import sys
+
+    import torch
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+
+
+    def worker(rank, out_dir, name):
+        os.environ['TRITON_INTERPRET'] = '1'
+        dist.init_process_group(
+            'gloo', init_method=f'file://{out_dir}/store', rank=rank,
+            world_size=2)
+        from mmsa.attention import build_attention
+        from mmsa.ops import block_end
+        state = torch.load(f'{out_dir}/state.pth')
+        attention = build_attention(dict(type=name, **state['options']), 16)
+        attention.load_state_dict(state['attention'])
+        attention.impl = 'triton'
+        norm = torch.nn.SyncBatchNorm(16)
+        norm.load_state_dict(state['norm'])
+        half = slice(2 * rank, 2 * rank + 2)
+        z = state['z'][half].clone().requires_grad_()
+        identity = state['identity'][half].clone().requires_grad_()
+        out = block_end(z, attention, norm, identity)
+        out.backward(state['grad'][half])
+        grads = {'z': z.grad, 'identity': identity.grad}
+        for prefix, module in (('attention', attention), ('norm', norm)):
+            for n, p in module.named_parameters():
+                g = p.grad.clone()
+                dist.all_reduce(g)
+                grads[f'{prefix}.{n}'] = g
+        torch.save(dict(out=out.detach(), grads=grads,
+                        buffers=dict(norm.named_buffers())),
+                   f'{out_dir}/rank{rank}.pth')
+        dist.destroy_process_group()
+
+
+    if __name__ == '__main__':
+        mp.spawn(worker, args=(sys.argv[1], sys.argv[2]), nprocs=2)
+''')
+
+
+@needs_triton
+@pytest.mark.parametrize('name', ['SA', 'SE'])
+def test_syncbn_over_two_processes_equals_bn_over_the_whole_batch(
+        name, tmp_path):
+    """SyncBatchNorm folded into the kernels, two gloo processes with half
+    a batch each (torch's own SyncBatchNorm does not run on CPU): outputs,
+    every gradient (the parameters' summed over the ranks) and the running
+    statistics equal one BatchNorm over the whole batch in float64."""
+    gen = torch.Generator().manual_seed(0)
+    attention = randomize_(ATTENTION[name](16), seed=1)
+    norm = randomize_(torch.nn.BatchNorm2d(16), seed=2)
+    z = torch.randn(4, 16, 5, 7, generator=gen) * 2 + 1
+    identity = torch.randn(z.shape, generator=gen)
+    grad = torch.randn(z.shape, generator=gen)
+    torch.save(dict(options=OPTIONS[name], attention=attention.state_dict(),
+                    norm=norm.state_dict(), z=z, identity=identity,
+                    grad=grad), tmp_path / 'state.pth')
+    script = tmp_path / 'worker.py'
+    script.write_text(SYNC_WORKER)
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join(
+        [str(ROOT), os.environ.get('PYTHONPATH', '')])}
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path), name],
+                          env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f'rank{r}.pth') for r in range(2)]
+    ref = _run(attention, norm.train(), z.double(), identity.double(),
+               grad.double(), 'reference', torch.float64)
+    got = (torch.cat([r['out'] for r in ranks]), {
+        name: torch.cat([r['grads'][name] for r in ranks])
+        if name in ('z', 'identity') else ranks[0]['grads'][name]
+        for name in ranks[0]['grads']}, ranks[0]['buffers'])
+    _assert_matches(got, ref, F32)
+    assert torch.equal(ranks[0]['buffers']['running_var'],
+                       ranks[1]['buffers']['running_var'])
+
+
+@needs_triton
+def test_gate_epilogue_refuses_gates_of_the_wrong_shape():
+    from mmsa.ops.triton_gate import gate_triton
+    x = torch.randn(2, 12, 3, 5)
+    with pytest.raises(ValueError, match=r'channel gate has shape \(2, 8\)'):
+        gate_triton(x, torch.rand(2, 8), None)
+    with pytest.raises(ValueError, match=r'G dividing C = 12'):
+        gate_triton(x, None, torch.rand(2, 5, 3, 5))
