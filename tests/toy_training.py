@@ -7,7 +7,9 @@ model drops out with torch's. A resumed run matches an uninterrupted one
 only if all of them are restored.
 
 Also a script: ``python toy_training.py WORK_DIR [--slow S]
-[--stall-save N]`` trains in a subprocess (for signals and kills).
+[--stall-save N]`` trains in a subprocess (for signals and kills), and
+under ``torchrun`` in several (``--signal-rank R --signal-at N`` signals
+one rank only).
 """
 import argparse
 import os
@@ -81,7 +83,8 @@ def train(work_dir: str,
           slow: float = 0.0,
           lr: float = 0.05,
           max_keep_ckpts: int = 1,
-          by_epoch: bool = True) -> Runner:
+          by_epoch: bool = True,
+          launcher: str = 'none') -> Runner:
     """Train the toy model as ``tools/train.py`` sets a run up."""
     loader = dict(dataset=ToyData(),
                   batch_size=2,
@@ -115,6 +118,11 @@ def train(work_dir: str,
         default_hooks=cfg.default_hooks.to_dict(),
         custom_hooks=[*cfg.custom_hooks, *hooks],
         resume=resume,
+        launcher=launcher,
+        env_cfg=dict(dist_cfg=dict(backend='gloo')),
+        # DDP of a CPU module takes no device_ids
+        cfg=dict(model_wrapper_cfg=dict(type='MMDistributedDataParallel',
+                                        device_ids=None)),
         randomness=dict(seed=0),
         default_scope='mmengine',
         experiment_name=f'toy_{time.time_ns()}')
@@ -181,6 +189,9 @@ def main(argv=None) -> None:
         '--stall-save', type=int, default=0,
         help='the Nth atomic write (a checkpoint or last_checkpoint) '
         'stalls before its rename')
+    parser.add_argument('--resume', action='store_true')
+    parser.add_argument('--signal-rank', type=int, default=-1)
+    parser.add_argument('--signal-at', type=int, default=0)
     args = parser.parse_args(argv)
     if args.stall_save:
         import mmsa.engine.checkpoints as checkpoints
@@ -195,8 +206,19 @@ def main(argv=None) -> None:
 
 
         checkpoints.os.fsync = stalling_fsync
-    train(args.work_dir, max_epochs=3, slow=args.slow,
-          hooks=[SayIterating()])
+    hooks = [SayIterating()]
+    launcher = 'none'
+    if 'RANK' in os.environ:  # torchrun
+        import torch.distributed as dist
+        dist.init_process_group('gloo')
+        launcher = 'pytorch'
+        if dist.get_rank() == args.signal_rank:
+            hooks.append(SignalAt(args.signal_at))
+    from mmsa.engine.cli import run_cli
+    run_cli(lambda: train(args.work_dir, max_epochs=3, slow=args.slow,
+                          hooks=hooks, resume=args.resume,
+                          launcher=launcher),
+            lambda: args.work_dir)
 
 
 if __name__ == '__main__':

@@ -118,34 +118,27 @@ def run_cli(main: Callable[[], Optional[Config]],
 
     An :class:`~mmsa.errors.MMSAError` (a config, dataset, checkpoint or
     work-dir error, a diverged or interrupted run) prints its line and
-    exits with its status (1; ``128 + signal`` for an interruption). Any
-    other exception keeps its traceback, whatever its type: it is a bug,
-    in mmsa or below. ``MMSA_DEBUG=1`` shows the traceback of all.
+    exits with its status (1; ``128 + signal`` for an interruption); so
+    does a full disk. Any other exception keeps its traceback, whatever its
+    type: it is a bug, in mmsa or below. ``MMSA_DEBUG=1`` shows the
+    traceback of all.
 
-    ``work_dir_of`` gives the work dir (if known yet) where the error is
-    recorded (``failed.json``; ``interrupted.json``), so a partial work dir
-    never looks finished.
+    ``work_dir_of`` gives the work dir (if known yet) where the end is
+    recorded (``failed.json``, ``interrupted.json``; with the traceback),
+    so a partial work dir never looks finished.
     """
     started = time.time()
     try:
         main()
     except MMSAError as err:
+        _record(work_dir_of(), err.state_file, err, str(err), err.details)
         if debugging():
             raise
-        work_dir = work_dir_of()
-        if work_dir and osp.isdir(work_dir) and is_main_process():
-            write_state(work_dir, err.state_file, dict(
-                error=type(err).__name__, message=str(err),
-                traceback=traceback.format_exc(), **err.details))
         if is_main_process() or err.exit_code == 1:
             print(err.one_line(), file=sys.stderr)
             if err.exit_code == 1:
                 print(DEBUG_HINT, file=sys.stderr)
         sys.exit(err.exit_code)
-    except OSError as err:
-        if err.errno not in DISK_FULL or debugging():
-            raise
-        _end_disk_full(err, work_dir_of(), started)
     except KeyboardInterrupt:
         if debugging():
             raise
@@ -153,20 +146,28 @@ def run_cli(main: Callable[[], Optional[Config]],
         print('stopped: interrupted (SIGINT); nothing was saved',
               file=sys.stderr)
         sys.exit(128 + 2)
+    except Exception as err:
+        work_dir = work_dir_of()
+        if isinstance(err, OSError) and err.errno in DISK_FULL and \
+                not debugging():
+            message = disk_full_message(err, work_dir, started)
+            _record(work_dir, FAILED, err, message)
+            print(f'error: OSError: {message}', file=sys.stderr)
+            print(DEBUG_HINT, file=sys.stderr)
+            sys.exit(1)
+        _record(work_dir, FAILED, err, str(err))
+        raise
 
 
-def _end_disk_full(err: OSError, work_dir: Optional[str],
-                   started: float) -> None:
-    """One line instead of mmengine's raw OSError when the disk fills,
-    after removing the checkpoint it left incomplete."""
-    message = disk_full_message(err, work_dir, started)
-    if work_dir and osp.isdir(work_dir) and is_main_process():
-        try:
-            write_state(work_dir, FAILED, dict(
-                error='OSError', message=message,
-                traceback=traceback.format_exc()))
-        except OSError:
-            pass  # still no space: the message below says it all
-    print(f'error: OSError: {message}', file=sys.stderr)
-    print(DEBUG_HINT, file=sys.stderr)
-    sys.exit(1)
+def _record(work_dir: Optional[str], name: str, err: BaseException,
+            message: str, details: Optional[dict] = None) -> None:
+    """Write the run's end into ``work_dir`` (main process; where there is
+    a work dir and room on its disk)."""
+    if not (work_dir and osp.isdir(work_dir) and is_main_process()):
+        return
+    try:
+        write_state(work_dir, name, dict(
+            error=type(err).__name__, message=message,
+            traceback=traceback.format_exc(), **(details or {})))
+    except OSError:
+        pass  # no space left: the message on stderr says it all

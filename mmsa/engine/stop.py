@@ -26,6 +26,7 @@ two integers (the signal, a non-finite flag) over a CPU (gloo) group, as
 NeMo's preemption callback does, so every rank saves and leaves together
 and none is left waiting in a collective.
 """
+import logging
 import math
 import os
 import os.path as osp
@@ -37,13 +38,14 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 import torch.distributed as dist
-from mmengine.dist import is_distributed
+from mmengine.dist import is_distributed, is_main_process
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 from mmengine.runner import IterBasedTrainLoop
 
-from ..errors import NonFiniteLossError, TrainingInterrupted
+from ..errors import MMSAError, NonFiniteLossError, TrainingInterrupted
 from .checkpoints import LAST_CHECKPOINT, save_resume_point
+from .hooks import write_state
 
 # A total loss this many times the median of the recent ones is reported.
 JUMP_FACTOR = 100
@@ -240,12 +242,11 @@ class TrainGuardHook(Hook):
             guard_dataloader(runner.val_loop.dataloader)
         signum, = self._agree([STOP.signum or 0])
         if signum:
-            STOP.uninstall()
             name = signal.Signals(signum).name
-            raise TrainingInterrupted(
+            self._leave(runner, TrainingInterrupted(
                 f'{name} received before training started: nothing was '
                 f'trained or saved; run the same command again to start',
-                signum)
+                signum))
 
     # every iteration
 
@@ -319,8 +320,7 @@ class TrainGuardHook(Hook):
                 if last else 'no checkpoint had been written')
         lr = next(iter(runner.optim_wrapper.get_lr().values()))[0]
         iteration = runner.iter + 1
-        STOP.uninstall()
-        raise NonFiniteLossError(
+        self._leave(runner, NonFiniteLossError(
             f'the loss is not finite at iteration {iteration} '
             f'({self._where(runner, batch_idx + 1)}): {shown}; training '
             f'stopped and saved nothing of this iteration: {kept}. Lower '
@@ -328,7 +328,24 @@ class TrainGuardHook(Hook):
             f'{lr:g}) or clip gradients (optim_wrapper.clip_grad='
             f'dict(max_norm=10)) and train again',
             iteration=iteration, terms={k: str(v) for k, v in terms.items()},
-            checkpoint=last)
+            checkpoint=last))
+
+    def _leave(self, runner, err: MMSAError) -> None:
+        """End the run with ``err`` on every rank, its record written.
+
+        The main process records it in the work dir (as ``tools/*.py``
+        would after) and logs it before any rank leaves: under torchrun the
+        first rank to exit makes the launcher end the others.
+        """
+        if is_main_process():
+            write_state(runner.work_dir, err.state_file,
+                        dict(error=type(err).__name__, message=str(err),
+                             **err.details))
+            runner.logger.log(logging.WARNING if isinstance(
+                err, TrainingInterrupted) else logging.ERROR, str(err))
+        self._agree([0])
+        STOP.uninstall()
+        raise err
 
     def _report_jump(self, runner) -> None:
         if self._jump_reported:
@@ -382,13 +399,11 @@ class TrainGuardHook(Hook):
                                  val_pending=in_validation,
                                  rng=self._gather(rng))
         path = save_resume_point(runner, meta)
-        self._agree([0])  # rank 0 has written it before any rank leaves
-        STOP.uninstall()
         name = signal.Signals(signum).name
         where = 'during the validation after it' if in_validation else \
             self._where(runner, batches_done)
-        raise TrainingInterrupted(
+        self._leave(runner, TrainingInterrupted(
             f'{name}: training stopped after iteration {done} ({where}) '
             f'and saved {path}, which {LAST_CHECKPOINT} names; continue '
             f'with the same command plus --resume', signum,
-            checkpoint=path, iteration=done)
+            checkpoint=path, iteration=done))

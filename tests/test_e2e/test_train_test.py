@@ -151,12 +151,13 @@ def test_checkpoint_the_disk_cannot_hold_is_one_line_and_removed(tiny_data,
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines()
               if line.startswith('error:')]
+    # the checkpoint was written aside: its partial file is already gone
     assert errors == [
-        f'error: OSError: File too large while writing in {work}; removed '
-        f'the incomplete {work}/epoch_1.pth; no checkpoint was complete '
-        f'yet; free space (or raise the quota or file size limit) and '
-        f'continue the run with --resume'], result.stderr[-3000:]
-    assert not list(work.glob('*.pth'))
+        f'error: OSError: File too large while writing in {work}; no '
+        f'checkpoint was complete yet; free space (or raise the quota or '
+        f'file size limit) and continue the run with --resume'
+    ], result.stderr[-3000:]
+    assert not list(work.glob('*.pth*'))
     assert read_json(work / 'failed.json')['error'] == 'OSError'
 
 
@@ -227,3 +228,101 @@ def test_missing_checkpoint_for_test_is_one_clear_error(tmp_path):
     assert result.returncode == 1
     assert f'checkpoint {tmp_path}/nope.pth does not exist' in result.stderr
     assert 'Traceback' not in result.stderr
+
+
+def _errors(result) -> list:
+    return [line for line in result.stderr.splitlines()
+            if line.startswith('error:')]
+
+
+@pytest.mark.slow
+def test_sigterm_mid_epoch_then_resume_gives_the_same_weights(tiny_data,
+                                                              tmp_path):
+    """16 images, batch 4: SIGTERM during epoch 1 of 2, then --resume."""
+    config = str(DET_CONFIGS['faster_rcnn'])
+    opts = ['--cfg-options', *data_options(tiny_data),
+            'train_cfg.max_epochs=2', 'train_cfg.val_interval=2',
+            'default_hooks.checkpoint.interval=1',
+            'default_hooks.logger.interval=1']
+    full = tmp_path / 'full'
+    check(run_tool(['tools/train.py', config, '--work-dir', str(full),
+                    *opts]))
+
+    cut = tmp_path / 'cut'
+    proc = subprocess.Popen(
+        [sys.executable, 'tools/train.py', config, '--work-dir', str(cut),
+         *opts], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env={**os.environ, 'OMP_NUM_THREADS': '2'})
+    for line in proc.stdout:
+        if 'Epoch(train) [1][1/4]' in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    stopped = read_json(cut / 'interrupted.json')
+    assert 1 <= stopped['iteration'] <= 3, stopped  # mid-epoch
+    assert err.strip().splitlines()[-1] == (
+        f'stopped: SIGTERM: training stopped after iteration '
+        f'{stopped["iteration"]} (epoch 1, batch {stopped["iteration"]} of '
+        f'4) and saved {stopped["checkpoint"]}, which last_checkpoint '
+        f'names; continue with the same command plus --resume')
+    assert not (cut / 'finished.json').exists()
+
+    check(run_tool(['tools/train.py', config, '--work-dir', str(cut),
+                    '--resume', *opts]))
+    a, b = _weights(full / 'epoch_2.pth'), _weights(cut / 'epoch_2.pth')
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert read_json(full / 'finished.json')['metrics'] == \
+        read_json(cut / 'finished.json')['metrics']
+    assert not (cut / 'interrupted.json').exists()
+
+
+@pytest.mark.slow
+def test_diverging_run_stops_at_the_first_non_finite_loss(tiny_data,
+                                                          tmp_path):
+    work = tmp_path / 'work'
+    result = run_tool(['tools/train.py', str(DET_CONFIGS['faster_rcnn']),
+                       '--work-dir', str(work), '--cfg-options',
+                       *data_options(tiny_data), *SHORT_DET,
+                       'optim_wrapper.optimizer.lr=1000',
+                       'param_scheduler=None'])
+    assert result.returncode == 1
+    errors = _errors(result)
+    assert len(errors) == 1 and errors[0].startswith(
+        'error: NonFiniteLossError: the loss is not finite at iteration '), \
+        result.stderr[-3000:]
+    assert 'Traceback' not in result.stderr
+    assert result.stdout.count('the loss jumped to') == 1
+    failed = read_json(work / 'failed.json')
+    assert failed['error'] == 'NonFiniteLossError'
+    assert f'iteration {failed["iteration"]} ' in errors[0]
+    assert 'loss' in failed['terms']
+    assert not list(work.glob('*.pth')) and not (work /
+                                                 'finished.json').exists()
+
+
+@pytest.mark.slow
+def test_image_that_fails_to_decode_in_a_worker_is_one_line(tiny_data,
+                                                             tmp_path):
+    """A file preflight did not decode (headers only) fails in a data
+    worker during training: one line naming it, not a worker traceback."""
+    root = tmp_path / 'data'
+    shutil.copytree(tiny_data, root)
+    broken = root / 'coco' / 'train' / 'train_00005.jpg'
+    data = broken.read_bytes()
+    broken.write_bytes(data[:len(data) // 2])
+    work = tmp_path / 'work'
+    result = run_tool(['tools/train.py', str(DET_CONFIGS['faster_rcnn']),
+                       '--work-dir', str(work), '--cfg-options',
+                       *data_options(root), *SHORT_DET,
+                       'preflight.decode=header',
+                       'train_dataloader.num_workers=1'], timeout=600)
+    assert result.returncode == 1
+    errors = _errors(result)
+    assert len(errors) == 1 and errors[0].startswith(
+        f'error: DataLoadError: {broken}: LoadImageFromFile failed while '
+        f'training read it'), result.stderr[-3000:]
+    assert 'Traceback' not in result.stderr
+    assert read_json(work / 'failed.json')['error'] == 'DataLoadError'

@@ -238,3 +238,42 @@ def test_run_state_of_an_interrupted_run(tmp_path, capsys):
     state = json.loads((tmp_path / 'interrupted.json').read_text())
     assert state['checkpoint'] == str(tmp_path / 'iter_3.pth')
     assert not (tmp_path / 'failed.json').exists()
+
+
+def _torchrun(work: Path, *args: str) -> subprocess.CompletedProcess:
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    return subprocess.run(
+        [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
+         f'--master_port={port}', str(TOY), str(work), *args],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': os.pathsep
+             .join([str(TOY.parents[1]), str(TOY.parent),
+                    os.environ.get('PYTHONPATH', '')])})
+
+
+@pytest.mark.slow
+def test_ranks_agree_on_a_signal_only_one_of_them_got(tmp_path):
+    """Two processes, SIGTERM to rank 1 alone after iteration 2: both stop
+    there (none waits in a collective), rank 0 saves, and the resumed run
+    ends with the weights of an uninterrupted one."""
+    full = tmp_path / 'full'
+    result = _torchrun(full)
+    assert result.returncode == 0, result.stderr[-3000:]
+    cut = tmp_path / 'cut'
+    result = _torchrun(cut, '--signal-rank', '1', '--signal-at', '2')
+    assert result.returncode != 0
+    # logged and recorded before any rank left (torchrun ends the others
+    # when the first one exits)
+    assert 'SIGTERM: training stopped after iteration 2 (epoch 1, batch 2 ' \
+        'of 3)' in result.stdout, result.stderr[-3000:]
+    assert json.loads((cut / 'interrupted.json').read_text())[
+        'iteration'] == 2
+    resume = safe_load(cut / 'iter_2.pth')['meta']['mmsa_resume']
+    assert len(resume['rng']) == 2  # each rank's generators
+    result = _torchrun(cut, '--resume')
+    assert result.returncode == 0, result.stderr[-3000:]
+    _assert_same(weights(str(cut / 'epoch_3.pth')),
+                 weights(str(full / 'epoch_3.pth')))
