@@ -197,6 +197,13 @@ class _ResumePoint:
         point, self.resume_point = self.resume_point or {}, None
         return point
 
+    def _validate_if_due(self, done: int, total: int) -> None:
+        """mmengine's rule: every ``val_interval`` epochs (iterations) from
+        ``val_begin`` on, and after the last."""
+        if (self.runner.val_loop is not None and done >= self.val_begin
+                and (done % self.val_interval == 0 or done == total)):
+            self.runner.val_loop.run()
+
     def _finish_interrupted_validation(self) -> None:
         """Where the run was stopped during a validation, restore its
         generators and run that validation."""
@@ -236,11 +243,7 @@ class ResumableEpochBasedTrainLoop(_ResumePoint, EpochBasedTrainLoop):
         while self._epoch < self._max_epochs and not self.stop_training:
             self.run_epoch()
             self._decide_current_val_interval()
-            if (self.runner.val_loop is not None
-                    and self._epoch >= self.val_begin
-                    and (self._epoch % self.val_interval == 0
-                         or self._epoch == self._max_epochs)):
-                self.runner.val_loop.run()
+            self._validate_if_due(self._epoch, self._max_epochs)
         self.runner.call_hook('after_train')
         return self.runner.model
 
@@ -298,11 +301,7 @@ class ResumableIterBasedTrainLoop(_ResumePoint, IterBasedTrainLoop):
             data_batch = next(self.dataloader_iterator)
             self.run_iter(data_batch)
             self._decide_current_val_interval()
-            if (self.runner.val_loop is not None
-                    and self._iter >= self.val_begin
-                    and (self._iter % self.val_interval == 0
-                         or self._iter == self._max_iters)):
-                self.runner.val_loop.run()
+            self._validate_if_due(self._iter, self._max_iters)
         self.runner.call_hook('after_train_epoch')
         self.runner.call_hook('after_train')
         return self.runner.model

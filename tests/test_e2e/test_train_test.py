@@ -14,6 +14,7 @@ from e2e_utils import (DET_CONFIGS, ROOT, SEG_CONFIG, check, data_options,
 
 SHORT_DET = ['train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
              'default_hooks.checkpoint.interval=1']
+CONFIG = str(DET_CONFIGS['faster_rcnn'])
 
 
 @pytest.mark.slow
@@ -95,34 +96,43 @@ def _weights(path):
 def test_resume_after_kill_gives_same_weights_and_metrics(tiny_data,
                                                           tmp_path):
     import mmsa  # noqa: F401  (allow-lists mmengine's checkpoint types)
-    config = str(DET_CONFIGS['faster_rcnn'])
     opts = ['--cfg-options', *data_options(tiny_data),
             'train_cfg.max_epochs=3', 'train_cfg.val_interval=3',
             'default_hooks.checkpoint.interval=1',
             'default_hooks.checkpoint.max_keep_ckpts=3',
             'param_scheduler.1.milestones=[2]']
-    full = tmp_path / 'full'
-    check(run_tool(['tools/train.py', config, '--work-dir', str(full),
-                    *opts]))
-
-    cut = tmp_path / 'cut'
-    proc = subprocess.Popen(
-        [sys.executable, 'tools/train.py', config, '--work-dir', str(cut),
-         *opts], cwd=ROOT, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
+    full, cut, proc = _run_and_start_again(
+        tmp_path, opts, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
+    # a checkpoint appears only complete: written aside, then renamed
     while not (cut / 'epoch_2.pth').exists() and proc.poll() is None:
         assert time.time() < deadline
         time.sleep(0.2)
-    time.sleep(1.0)  # let the checkpoint file be complete
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (cut / 'finished.json').exists()
     assert not (cut / 'epoch_3.pth').exists(), 'killed too late'
-    check(run_tool(['tools/train.py', config, '--work-dir', str(cut),
+    check(run_tool(['tools/train.py', CONFIG, '--work-dir', str(cut),
                     '--resume', *opts]))
+    _assert_same_run(full, cut, 'epoch_3.pth')
 
-    a, b = _weights(full / 'epoch_3.pth'), _weights(cut / 'epoch_3.pth')
+
+def _run_and_start_again(tmp_path, opts, **popen):
+    """Train ``CONFIG`` with ``opts`` into ``full``; start the same run
+    into ``cut`` as a process to interrupt."""
+    full, cut = tmp_path / 'full', tmp_path / 'cut'
+    check(run_tool(['tools/train.py', CONFIG, '--work-dir', str(full),
+                    *opts]))
+    proc = subprocess.Popen(
+        [sys.executable, 'tools/train.py', CONFIG, '--work-dir', str(cut),
+         *opts], cwd=ROOT, **popen)
+    return full, cut, proc
+
+
+def _assert_same_run(full, cut, checkpoint: str) -> None:
+    """The runs in ``full`` and ``cut`` ended with the same weights and
+    metrics."""
+    a, b = _weights(full / checkpoint), _weights(cut / checkpoint)
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
@@ -239,19 +249,12 @@ def _errors(result) -> list:
 def test_sigterm_mid_epoch_then_resume_gives_the_same_weights(tiny_data,
                                                               tmp_path):
     """16 images, batch 4: SIGTERM during epoch 1 of 2, then --resume."""
-    config = str(DET_CONFIGS['faster_rcnn'])
     opts = ['--cfg-options', *data_options(tiny_data),
             'train_cfg.max_epochs=2', 'train_cfg.val_interval=2',
             'default_hooks.checkpoint.interval=1',
             'default_hooks.logger.interval=1']
-    full = tmp_path / 'full'
-    check(run_tool(['tools/train.py', config, '--work-dir', str(full),
-                    *opts]))
-
-    cut = tmp_path / 'cut'
-    proc = subprocess.Popen(
-        [sys.executable, 'tools/train.py', config, '--work-dir', str(cut),
-         *opts], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    full, cut, proc = _run_and_start_again(
+        tmp_path, opts, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, env={**os.environ, 'OMP_NUM_THREADS': '2'})
     for line in proc.stdout:
         if 'Epoch(train) [1][1/4]' in line:
@@ -268,14 +271,9 @@ def test_sigterm_mid_epoch_then_resume_gives_the_same_weights(tiny_data,
         f'names; continue with the same command plus --resume')
     assert not (cut / 'finished.json').exists()
 
-    check(run_tool(['tools/train.py', config, '--work-dir', str(cut),
+    check(run_tool(['tools/train.py', CONFIG, '--work-dir', str(cut),
                     '--resume', *opts]))
-    a, b = _weights(full / 'epoch_2.pth'), _weights(cut / 'epoch_2.pth')
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-    assert read_json(full / 'finished.json')['metrics'] == \
-        read_json(cut / 'finished.json')['metrics']
+    _assert_same_run(full, cut, 'epoch_2.pth')
     assert not (cut / 'interrupted.json').exists()
 
 

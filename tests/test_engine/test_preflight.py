@@ -66,6 +66,13 @@ def warnings(caplog):
     logger.removeHandler(caplog.handler)
 
 
+def the_report(warnings) -> str:
+    """The preflight's one report of what mmdet would drop."""
+    report, = [r.getMessage() for r in warnings.records
+               if 'mmdet would drop' in r.getMessage()]
+    return report
+
+
 def test_clean_demo_data_passes_without_a_report(coco, warnings):
     run(config(coco))
     assert not [r for r in warnings.records if 'mmdet would drop'
@@ -110,8 +117,7 @@ def test_unknown_category_ids_are_counted_and_named(coco, warnings):
     cfg = config(coco)
     cfg.preflight = dict(max_drop_ratio=1)
     run(cfg)
-    report, = [r.getMessage() for r in warnings.records
-               if 'mmdet would drop' in r.getMessage()]
+    report = the_report(warnings)
     assert (f'of {len(data["annotations"])} annotations on 8 images, mmdet '
             f'would drop 1 with a category_id not among the classes '
             f"(category_id 7; classes: {CLASSES})") in report
@@ -139,8 +145,7 @@ def test_boxes_outside_and_images_without_boxes_are_reported(coco,
     cfg = config(coco)
     cfg.preflight = dict(max_drop_ratio=0.5)
     run(cfg)
-    report, = [r.getMessage() for r in warnings.records
-               if 'mmdet would drop' in r.getMessage()]
+    report = the_report(warnings)
     assert 'mmdet would drop 1 outside their image; 1 image(s) with no ' \
         'annotation of the classes' in report
 
@@ -252,8 +257,7 @@ def test_polygons_under_three_points_are_counted_as_mmdet_drops_them(
     cfg = config(coco, pipeline=masks)
     cfg.preflight = dict(max_drop_ratio=0.5)
     run(cfg)
-    report, = [r.getMessage() for r in warnings.records
-               if 'mmdet would drop' in r.getMessage()]
+    report = the_report(warnings)
     assert 'mmdet would drop 1 whose polygons all have fewer than 3 ' \
         'points (masks); 2 polygon(s) with fewer than 3 points' in report
     warnings.clear()
@@ -267,8 +271,7 @@ def test_zero_area_boxes_are_counted(coco, warnings):
     cfg = config(coco)
     cfg.preflight = dict(max_drop_ratio=0.5)
     run(cfg)
-    report, = [r.getMessage() for r in warnings.records
-               if 'mmdet would drop' in r.getMessage()]
+    report = the_report(warnings)
     assert 'mmdet would drop 1 with width or height < 1 px (or area <= 0)' \
         in report
 
