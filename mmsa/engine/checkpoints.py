@@ -235,8 +235,9 @@ def _check_fits(path: str, weights: Dict[str, Any], model: nn.Module,
     raise CheckpointMismatchError(
         f'checkpoint {path} does not fit this config\'s model '
         f'({model_name}): {"; ".join(parts)}. It was written for another '
-        f'model (another attention, depth or number of classes): use the '
-        f'config it was trained with (its work dir keeps a copy)')
+        f'model (another architecture, attention, depth or number of '
+        f'classes): use the config it was trained with (its work dir keeps '
+        f'a copy)')
 
 
 def check_checkpoint(path: str,

@@ -1,9 +1,11 @@
 """Training's data loaders: workers leave stopping to the main process, a
 file that fails to load names itself (from a worker too), and a label map
 with values that are no class is refused before the loss sees it."""
+import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -54,17 +56,27 @@ def test_unguarded_workers_die_of_sigterm():
         _signal_workers_while_iterating(unguarded, signal.SIGTERM)
 
 
-def test_guarded_workers_still_end_when_their_parent_ends_them():
-    """torch and multiprocessing end a worker that does not stop with the
-    parent's SIGTERM (a run ending on an error); that must still work."""
-    loader = guard_dataloader(DataLoader(Slow(), batch_size=2,
-                                         num_workers=1))
-    batches = iter(loader)
-    next(batches)
-    worker = batches._workers[0]
-    worker.terminate()  # SIGTERM from this, the parent, process
-    worker.join(timeout=10)
-    assert worker.exitcode == 128 + signal.SIGTERM
+EXIT_WITH_A_LIVE_LOADER = '''
+import sys
+from torch.utils.data import DataLoader
+from test_loader_guard import Slow
+from mmsa.engine.loops import guard_dataloader
+loader = guard_dataloader(DataLoader(Slow(), batch_size=2, num_workers=1))
+KEPT = iter(loader)  # as a traceback keeps it when a run ends on an error
+next(KEPT)
+sys.exit(3)
+'''
+
+
+def test_process_ending_with_a_live_guarded_loader_does_not_hang():
+    """At exit multiprocessing ends the workers still alive with their
+    parent's SIGTERM, then waits for them: a worker must obey it."""
+    result = subprocess.run(
+        [sys.executable, '-c', EXIT_WITH_A_LIVE_LOADER], timeout=120,
+        capture_output=True, text=True,
+        env={**os.environ, 'PYTHONPATH': os.pathsep.join(
+            [str(Path(__file__).parent), os.environ.get('PYTHONPATH', '')])})
+    assert result.returncode == 3, result.stderr[-3000:]
 
 
 def test_guarding_twice_wraps_once():
@@ -127,19 +139,19 @@ def test_file_that_fails_to_load_in_training_is_one_line_naming_it(
 def test_label_values_that_are_no_class_are_refused_when_loaded(
         images, tmp_path):
     pytest.importorskip('mmseg')
-    from mmengine.registry import init_default_scope
+    from mmengine.registry import DefaultScope
     from mmseg.datasets import BaseSegDataset
     from PIL import Image
 
     from mmsa.datasets import SEG_CLASSES
-    init_default_scope('mmseg')
     root = Path(shutil.copytree(images / 'ade', tmp_path / 'ade'))
-    dataset = BaseSegDataset(
-        data_root=str(root), metainfo=dict(classes=SEG_CLASSES),
-        img_suffix='.jpg', seg_map_suffix='.png', reduce_zero_label=True,
-        data_prefix=dict(img_path='images/training',
-                         seg_map_path='annotations/training'),
-        pipeline=[dict(type='LoadAnnotations')])
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        dataset = BaseSegDataset(
+            data_root=str(root), metainfo=dict(classes=SEG_CLASSES),
+            img_suffix='.jpg', seg_map_suffix='.png', reduce_zero_label=True,
+            data_prefix=dict(img_path='images/training',
+                             seg_map_path='annotations/training'),
+            pipeline=[dict(type='LoadAnnotations')])
     path = Path(dataset.get_data_info(1)['seg_map_path'])
     labels = np.array(Image.open(path))
     labels[:4, :4] = 9  # class 8 once reduced; the dataset has 4
