@@ -33,7 +33,7 @@ import os.path as osp
 import random
 import signal
 import threading
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -108,7 +108,8 @@ class StopRequest:
 STOP = StopRequest()
 
 
-def ignore_stop_signals(init_fn, worker_id: int) -> None:
+def ignore_stop_signals(init_fn: Optional[Callable[[int], None]],
+                        worker_id: int) -> None:
     """``worker_init_fn`` of a data loader whose workers leave stopping to
     the main process; then runs the loader's own ``init_fn``.
 
