@@ -9,30 +9,45 @@ builder accepts the forms a user types on the command line:
   as a string) and ``--attention "dict(type='ECA', kernel_size=3)"``: the
   text of a dict, parsed here;
 - ``attention.type=ECA`` on a config whose attention was, e.g.,
-  ``dict(type='SA', groups=8)``: ``groups`` is an option of another
-  attention, not of ECA; it is dropped with a warning instead of failing
-  the build. An option that no attention takes is still an error (a typo).
+  ``dict(type='SA', groups=8)``.
 
-A default that does not fit the channels (SA's ``groups=64`` where a stage
-has 32 channels) is lowered to the largest value that fits, with a log
-line; a value written in the config is never changed.
+The backbones, the neck and VAN build every attention here, under one rule
+for its options:
+
+- an option no registered attention takes (a typo) is refused, naming it
+  and the options the module takes;
+- an option of another attention type, left over by ``attention.type=ECA``
+  (SA's ``groups``), is dropped with one warning that says how to replace
+  the whole attention;
+- a value written in the config is used as written: one that does not fit
+  the channels is the module's error;
+- only a module's own default adapts to the channels: a default
+  ``groups``/``reduction`` that does not fit (SA's ``groups=64`` where a
+  stage has 32 channels) becomes the largest value below it with which the
+  module builds, with a warning naming the value used;
+- one config serves several stages (or neck levels) with
+  :func:`split_attention_cfg`: an option the module takes as one value may
+  hold one value per stage, e.g. ``dict(type='ECA', kernel_size=(3, 5, 5,
+  7))``.
 """
 import ast
 import inspect
 import logging
 import warnings
-from typing import Dict, List, Optional, Set, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch.nn as nn
 from mmengine.logging import print_log
 
 from ..registry import ATTENTIONS
 
+# One attention config: a registered name (``'SA'``), the text of a dict
+# (``"dict(type='SA', groups=32)"``), a dict with ``type`` or a class.
+AttentionCfg = Union[str, dict, type]
+
 # Options whose default depends on the width the paper used; lowered when
 # it does not fit the channels at hand.
 ADAPTABLE_DEFAULTS = ('groups', 'reduction')
-
-_logged: Set[Tuple] = set()
 
 
 class UnknownAttentionError(KeyError):
@@ -79,7 +94,7 @@ def _parse_dict_string(text: str) -> dict:
     return value
 
 
-def parse_attention_cfg(cfg: Union[str, dict, type]) -> dict:
+def parse_attention_cfg(cfg: AttentionCfg) -> dict:
     """The attention config as a dict with ``type``, from any accepted form.
 
     Args:
@@ -153,13 +168,67 @@ def _drop_foreign_options(cls: type, name: str, options: dict) -> dict:
     return {k: v for k, v in options.items() if k not in unknown}
 
 
-def _fit_defaults(cls: type, name: str, in_channels: int,
-                  options: dict) -> Optional[nn.Module]:
-    """Build with the largest value below a default that does not fit.
+def _resolve(type_: Union[str, type]) -> Tuple[type, str]:
+    """The class of ``type_`` and how messages name it."""
+    cls = get_attention_class(type_)
+    return cls, type_ if isinstance(type_, str) else cls.__name__
 
-    Returns None when no adaptable default is involved, so the caller
-    raises the module's own error.
+
+def split_attention_cfg(cfg: AttentionCfg,
+                        count: int,
+                        unit: str = 'stage') -> List[dict]:
+    """One attention config per stage (or neck level) from one config.
+
+    An option that the module takes as one value (its default is no list
+    or tuple) may hold one value per stage: ``dict(type='ECA',
+    kernel_size=(3, 5, 5, 7))`` gives ECA ``kernel_size=3`` in the first
+    stage ... 7 in the last. ``init_cfg`` is never split (a module takes a
+    list of init configs). Every other option is left as it is, to
+    :func:`build_attention`'s rule (an unknown name is reported there too,
+    where the module is built).
+
+    Args:
+        cfg (str | dict | type): One attention config.
+        count (int): The number of stages.
+        unit (str): What one entry is for, in messages. Defaults to
+            ``'stage'``.
+
+    Returns:
+        list[dict]: ``count`` new dicts; ``cfg`` is not modified.
+
+    Raises:
+        ValueError: A per-stage value does not have ``count`` entries.
     """
+    options = parse_attention_cfg(cfg)
+    try:
+        cls, name = _resolve(options['type'])
+    except UnknownAttentionError:
+        return [dict(options) for _ in range(count)]
+    params = _parameters(cls)
+    per_unit = {
+        k: v
+        for k, v in options.items()
+        if k in params and k != 'init_cfg' and isinstance(v, (list, tuple))
+        and not isinstance(params[k].default, (list, tuple))
+    }
+    for key, values in per_unit.items():
+        if len(values) != count:
+            raise ValueError(
+                f'{name}: {key}={values!r} has {len(values)} values for '
+                f'{count} {unit}s; give one {key} for all {unit}s or one '
+                f'per {unit}')
+    return [
+        dict(options, **{k: v[i]
+                         for k, v in per_unit.items()})
+        for i in range(count)
+    ]
+
+
+def _fit_default(cls: type, in_channels: int,
+                 options: dict) -> Optional[Tuple[nn.Module, str, int]]:
+    """The module with the largest value below a default that does not
+    fit, the option and its default; None when no default the config
+    leaves unset can be lowered to fit."""
     params = _parameters(cls)
     for option in ADAPTABLE_DEFAULTS:
         param = params.get(option)
@@ -172,22 +241,14 @@ def _fit_defaults(cls: type, name: str, in_channels: int,
                              **{option: value}, **options)
             except ValueError:
                 continue
-            key = (name, in_channels, option, value)
-            if key not in _logged:
-                _logged.add(key)
-                print_log(
-                    f'{name} with {in_channels} channels uses '
-                    f'{option}={value}: the default {option}='
-                    f'{param.default} does not fit; set {option} in the '
-                    f'attention config to choose another value',
-                    logger='current', level=logging.INFO)
-            return module
+            return module, option, param.default
     return None
 
 
-def build_attention(cfg: Union[str, dict, type],
+def build_attention(cfg: AttentionCfg,
                     in_channels: int,
                     adapt_defaults: bool = True,
+                    where: Optional[str] = None,
                     **overrides) -> nn.Module:
     """Build an attention module for ``in_channels`` channels.
 
@@ -195,12 +256,15 @@ def build_attention(cfg: Union[str, dict, type],
         cfg (str | dict | type): A registered name (``'SA'``), the text of
             a dict (``"dict(type='SA', groups=32)"``) or a dict with
             ``type`` and the module's options (``dict(type='SA',
-            groups=32)``). See the module docstring for how options of
-            another attention type and unfitting defaults are treated.
+            groups=32)``). The module docstring gives the rule for its
+            options.
         in_channels (int): Channels of the tensor the module will gate.
         adapt_defaults (bool): Lower a default ``groups``/``reduction``
-            that does not fit ``in_channels``. False: raise the module's
-            error instead. Defaults to True.
+            that does not fit ``in_channels``, with a warning. False: raise
+            the module's error instead. Defaults to True.
+        where (str, optional): Where the module sits, e.g. ``'AttnNeck
+            level 0 (96 channels)'``; starts the warning of an adapted
+            default. Defaults to None.
         **overrides: Options that take precedence over ``cfg``.
 
     Returns:
@@ -214,17 +278,22 @@ def build_attention(cfg: Union[str, dict, type],
     """
     options = parse_attention_cfg(cfg)
     options.update(overrides)
-    type_ = options.pop('type')
-    cls = get_attention_class(type_)
-    name = type_ if isinstance(type_, str) else cls.__name__
+    cls, name = _resolve(options.pop('type'))
     options.pop('in_channels', None)
     options = _drop_foreign_options(cls, name, options)
     try:
         return cls(in_channels=in_channels, **options)
-    except ValueError:
-        if not adapt_defaults:
+    except ValueError as err:
+        fitted = _fit_default(cls, in_channels, options) \
+            if adapt_defaults else None
+        if fitted is None:
             raise
-        module = _fit_defaults(cls, name, in_channels, options)
-        if module is None:
-            raise
+        module, option, default = fitted
+        print_log(
+            f'{where + ": " if where else ""}{err}; the default {option}='
+            f'{default} does not fit, so it uses {type(module).__name__}('
+            f'{module.extra_repr()}); set {option} in the attention config '
+            f'to choose another value',
+            logger='current',
+            level=logging.WARNING)
         return module

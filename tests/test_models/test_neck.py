@@ -52,7 +52,7 @@ def test_default_groups_adapt_per_level_with_a_warning(capsys):
     out = capsys.readouterr().out
     assert 'WARNING' in out and 'AttnNeck level 0 (96 channels): SA(' \
         'in_channels=96, groups=64): in_channels must be divisible' in out
-    assert 'the neck uses ShuffleAttention(in_channels=96, groups=48' in out
+    assert 'uses ShuffleAttention(in_channels=96, groups=48' in out
     assert 'level 1' not in out  # 64 groups fit 256 channels
 
 
@@ -74,6 +74,18 @@ def test_strict_groups_fail_with_the_module_message():
                        match=r'SA\(in_channels=96, groups=64\)'):
         AttnNeck(neck=None, in_channels=[96], attention=dict(type='SA'),
                  adapt_groups=False)
+
+
+def test_one_config_with_a_value_per_level():
+    hooked = AttnNeck(neck=None, in_channels=[256, 512, 1024, 2048],
+                      attention=dict(type='ECA', kernel_size=[3, 5, 5, 7]))
+    assert [a.kernel_size for a in hooked.attentions] == [3, 5, 5, 7]
+    with pytest.raises(ConfigError, match=(
+            r'^AttnNeck attention: ECA: kernel_size=\[3, 5\] has 2 values '
+            r'for 4 levels; give one kernel_size for all levels or one per '
+            r'level$')):
+        AttnNeck(neck=None, in_channels=[256, 512, 1024, 2048],
+                 attention=dict(type='ECA', kernel_size=[3, 5]))
 
 
 def test_per_level_configs_and_skipped_levels():

@@ -1,19 +1,15 @@
 """Neck hook: an attention on each output level of any neck."""
-import logging
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-from mmengine.logging import print_log
 from mmengine.model import BaseModule
 
 from ...attention import build_attention
-from ...attention.builder import ADAPTABLE_DEFAULTS, parse_attention_cfg
+from ...attention.builder import AttentionCfg, split_attention_cfg
 from ...errors import ConfigError
 from ...registry import MODELS, build_model
 from ..utils import attention_config_errors
-
-AttentionCfg = Union[str, dict]
 
 
 @MODELS.register_module()
@@ -28,8 +24,10 @@ class AttnNeck(BaseModule):
     Args:
         neck (dict, optional): The wrapped neck's config; None passes the
             backbone features through. Defaults to None.
-        attention (str | dict | list): One attention config for all levels,
-            or one per level (None to skip a level).
+        attention (str | dict | list): One attention config for all levels
+            (an option may hold one value per level, e.g. ``kernel_size=(3,
+            3, 5, 5, 5)``), or one config per level (None to skip a level).
+            Its options follow :mod:`mmsa.attention.builder`'s rule.
         in_channels (Sequence[int], optional): Channels per level when
             ``neck`` is None. Defaults to None.
         out_channels (int | Sequence[int], optional): Channels of the
@@ -46,7 +44,8 @@ class AttnNeck(BaseModule):
     """
 
     def __init__(self,
-                 attention: Union[AttentionCfg, Sequence[Optional[dict]]],
+                 attention: Union[AttentionCfg,
+                                  Sequence[Optional[AttentionCfg]]],
                  neck: Optional[dict] = None,
                  in_channels: Optional[Sequence[int]] = None,
                  out_channels: Optional[Union[int, Sequence[int]]] = None,
@@ -63,7 +62,8 @@ class AttnNeck(BaseModule):
                     f'or a single dict')
             cfgs = list(attention)
         else:
-            cfgs = [attention] * len(channels)
+            with attention_config_errors('AttnNeck attention'):
+                cfgs = split_attention_cfg(attention, len(channels), 'level')
         self.attentions = nn.ModuleList(
             nn.Identity() if cfg is None else self._build(cfg, c, level,
                                                           adapt_groups)
@@ -96,27 +96,11 @@ class AttnNeck(BaseModule):
     @staticmethod
     def _build(cfg: AttentionCfg, channels: int, level: int,
                adapt_groups: bool) -> nn.Module:
-        """The attention of one level; only a default may be adapted."""
+        """The attention of one level."""
         where = f'AttnNeck level {level} ({channels} channels)'
         with attention_config_errors(where):
-            try:
-                return build_attention(cfg, channels, adapt_defaults=False)
-            except ValueError as err:
-                strict = err
-            written = [
-                k for k in ADAPTABLE_DEFAULTS if k in parse_attention_cfg(cfg)
-            ]
-            if not adapt_groups or written:
-                raise strict
-            # the builder lowers a default that does not fit to the
-            # largest value that does
-            module = build_attention(cfg, channels)
-        print_log(
-            f'{where}: {strict}; the attention\'s default does not fit, so '
-            f'the neck uses {type(module).__name__}({module.extra_repr()}); '
-            f'set the value in the attention config to choose another',
-            logger='current', level=logging.WARNING)
-        return module
+            return build_attention(cfg, channels, adapt_defaults=adapt_groups,
+                                   where=where)
 
     def forward(self, inputs: Sequence[torch.Tensor]) -> Tuple[torch.Tensor]:
         outs = self.neck(inputs) if self.neck is not None else inputs
