@@ -50,7 +50,7 @@ from .compat import numpy_pickle_functions, safe_globals_accept_names
 
 __all__ = [
     'UnsafeCheckpointError', 'UnreadableCheckpointError', 'safe_load',
-    'checkpoint_keys', 'allow_mmengine_checkpoint_types',
+    'allow_mmengine_checkpoint_types',
     'register_checkpoint_loaders', 'attention_modules_without_weights'
 ]
 
@@ -316,42 +316,6 @@ def _unreadable(name: str, size: int, head: bytes,
         f'cannot load checkpoint {name}: it is not a readable torch '
         f'checkpoint ({detail}); check that the path names a file written '
         f'by torch.save (.pth)')
-
-
-def _state_dict_of(checkpoint: Any) -> Dict[str, Any]:
-    if isinstance(checkpoint, dict) and isinstance(
-            checkpoint.get('state_dict'), dict):
-        return checkpoint['state_dict']
-    return checkpoint if isinstance(checkpoint, dict) else {}
-
-
-def checkpoint_keys(checkpoint: str,
-                    prefix: Optional[str] = None,
-                    map_location: Any = 'cpu') -> List[str]:
-    """The state-dict keys mmengine's ``Pretrained`` init would load.
-
-    Mirrors ``mmengine.model.PretrainedInit``: the ``state_dict`` entry if
-    there is one, ``module.`` stripped when no ``prefix`` is given, otherwise
-    only the keys under ``prefix`` with it stripped.
-
-    Args:
-        checkpoint (str): A local file (loaded with :func:`safe_load`) or any
-            address mmengine understands (``open-mmlab://``, ``https://``).
-        prefix (str, optional): As ``Pretrained``'s ``prefix``, e.g.
-            ``'backbone.'``. Defaults to None.
-        map_location: As in :func:`torch.load`. Defaults to ``'cpu'``.
-    """
-    if osp.isfile(checkpoint):
-        loaded = safe_load(checkpoint, map_location)
-    else:
-        from mmengine.runner.checkpoint import CheckpointLoader
-        loaded = CheckpointLoader.load_checkpoint(checkpoint, map_location)
-    keys = list(_state_dict_of(loaded))
-    if prefix is None:
-        return [re.sub(r'^module\.', '', k) for k in keys]
-    if not prefix.endswith('.'):
-        prefix += '.'
-    return [k[len(prefix):] for k in keys if k.startswith(prefix)]
 
 
 def attention_modules_without_weights(model: nn.Module,

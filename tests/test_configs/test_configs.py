@@ -228,4 +228,4 @@ def test_attention_swaps_from_the_command_line():
     cfg.merge_from_dict(args.cfg_options)
     init_default_scope('mmdet')
     backbone = MODELS.build(cpu_model_cfg(cfg)['backbone'])
-    assert backbone.attention_summary() == {'EfficientChannelAttention': 16}
+    assert backbone.attention_summary() == {'eca': 16}

@@ -59,6 +59,25 @@ def test_plain_resnet_checkpoint_lists_attention_at_paper_init(tmp_path):
     assert (backbone.layer1[0].sa.cbias == 1).all()
 
 
+def test_the_report_reads_the_checkpoint_once(tmp_path, monkeypatch):
+    """The init's own load gives the report its keys: the file is read
+    once."""
+    import mmsa.utils.checkpoint as checkpoint
+    path = _save(tmp_path, AttnResNet(depth=18).state_dict())
+    reads = []
+    safe_load = checkpoint.safe_load
+    monkeypatch.setattr(checkpoint, 'safe_load',
+                        lambda file, *args, **kwargs: reads.append(file) or
+                        safe_load(file, *args, **kwargs))
+    backbone = AttnResNet(depth=18, attention='SE',
+                          init_cfg=dict(type='Pretrained', checkpoint=path))
+    with _captured_log() as records:
+        backbone.init_weights()
+    assert reads == [path]
+    assert 'no tensors for 8 of 8' in _paper_init_records(
+        records)[0].getMessage()
+
+
 def test_checkpoint_with_all_attention_logs_nothing(tmp_path):
     path = _save(tmp_path, AttnResNet(depth=50, attention='ECA').state_dict())
     backbone = AttnResNet(depth=50,

@@ -65,7 +65,7 @@ def test_custom_imports_in_a_config_registers_mmsa(tmp_path):
         model = MODELS.build(cfg.model)
         print(type(model).__name__, model.attention_summary())
     '''))
-    assert out.strip() == "AttnResNet {'SqueezeExcitation': 8}"
+    assert out.strip() == "AttnResNet {'se': 8}"
 
 
 BLOCK = '''

@@ -66,12 +66,13 @@ def test_outputs_and_strides_for_each_depth(depth, expansion):
         assert out.shape == (1, 64 * 2**i * expansion, 64 // stride,
                              96 // stride)
     blocks = {18: 8, 34: 16, 50: 16, 101: 33, 152: 50}[depth]
-    assert model.attention_summary() == {'SqueezeExcitation': blocks}
+    assert model.attention_summary() == {'se': blocks}
 
 
 @pytest.mark.parametrize('attention,extra', [
     (dict(type='SA'), 708),
     (dict(type='SE'), 2_530_992),
+    (dict(type='ECA', kernel_size=(3, 5, 5, 7)), 80),
     ([dict(type='ECA', kernel_size=k) for k in (3, 5, 5, 7)], 80),
 ])
 def test_resnet50_parameter_overhead_equals_official(attention, extra):
@@ -213,19 +214,40 @@ def test_attention_blocks_last_and_stage_mask():
     model = AttnResNet(depth=50, attention=dict(type='SA'),
                        attention_blocks='last',
                        attention_stages=(False, True, True, True))
-    assert model.attention_summary() == {'ShuffleAttention': 3}
+    assert model.attention_summary() == {'sa': 3}
     assert not hasattr(model.layer1[2], 'sa')
     assert hasattr(model.layer2[3], 'sa') and not hasattr(model.layer2[2],
                                                           'sa')
 
 
-def test_per_stage_attention_configs():
-    model = AttnResNet(
-        depth=50,
-        attention=[dict(type='ECA', kernel_size=k) for k in (3, 5, 5, 7)])
-    ks = [getattr(model, f'layer{i + 1}')[0].eca.kernel_size
-          for i in range(4)]
-    assert ks == [3, 5, 5, 7]
+@pytest.mark.parametrize('attention', [
+    [dict(type='ECA', kernel_size=k) for k in (3, 5, 5, 7)],
+    dict(type='ECA', kernel_size=(3, 5, 5, 7)),
+    "dict(type='ECA', kernel_size=[3, 5, 5, 7])",
+], ids=['config-per-stage', 'value-per-stage', 'text'])
+def test_per_stage_attention_configs_and_option_values(attention):
+    model = AttnResNet(depth=50, attention=attention)
+    ks = [[block.eca.kernel_size for block in getattr(model, f'layer{i}')]
+          for i in range(1, 5)]
+    assert ks == [[3] * 3, [5] * 4, [5] * 6, [7] * 3]
+
+
+def test_per_stage_option_values_need_one_per_stage():
+    with pytest.raises(ConfigError, match=(
+            r'^attention: ECA: kernel_size=\(3, 5, 5\) has 3 values for 4 '
+            r'stages; give one kernel_size for all stages or one per '
+            r'stage$')):
+        AttnResNet(depth=50, attention=dict(type='ECA',
+                                            kernel_size=(3, 5, 5)))
+
+
+def test_per_stage_option_values_follow_the_stage_mask():
+    model = AttnResNet(depth=50, attention=dict(type='SA',
+                                                groups=(8, 16, 32, 64)),
+                       attention_stages='FTTT')
+    assert not hasattr(model.layer1[0], 'sa')
+    assert [getattr(model, f'layer{i}')[0].sa.groups
+            for i in (2, 3, 4)] == [16, 32, 64]
 
 
 @pytest.mark.parametrize('position,channels', [('after_conv1', 64),
@@ -241,7 +263,7 @@ def test_attention_positions(position, channels):
 def test_basicblock_takes_attention():
     model = randomize_(AttnResNet(depth=18, attention=dict(type='ECA')))
     assert isinstance(model.layer3[1].eca, EfficientChannelAttention)
-    assert model.attention_summary() == {'EfficientChannelAttention': 8}
+    assert model.attention_summary() == {'eca': 8}
     outs = model.eval()(torch.randn(2, 3, 64, 64))
     assert [o.shape[1] for o in outs] == [64, 128, 256, 512]
 
@@ -426,7 +448,7 @@ def test_placement_without_attention_is_refused_naming_the_key(
 def test_attention_that_would_be_built_nowhere_is_refused(kwargs, message):
     if message is None:  # one stage is enough
         model = AttnResNet(depth=18, **kwargs)
-        assert model.attention_summary() == {'SqueezeExcitation': 2}
+        assert model.attention_summary() == {'se': 2}
         return
     with pytest.raises(ConfigError, match=message):
         AttnResNet(depth=18, **kwargs)
@@ -440,7 +462,7 @@ def test_default_placement_given_explicitly_still_builds():
     assert explicit.attention_position == default.attention_position == \
         'after_conv3'
     assert explicit.attention_summary() == default.attention_summary() == \
-        {'SqueezeExcitation': 8}
+        {'se': 8}
 
 
 def test_attention_errors_are_config_errors_that_name_the_block():

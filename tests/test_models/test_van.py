@@ -337,7 +337,7 @@ def test_lka_as_block_attention_in_resnet():
     model = AttnResNet(
         depth=50, attention=dict(type='LKA'),
         attention_position='after_conv2').eval()
-    assert model.attention_summary() == {'LargeKernelAttention': 16}
+    assert model.attention_summary() == {'lka': 16}
     # after_conv2 of a bottleneck: the block's width, 64 ... 512
     assert [getattr(model, f'layer{i}')[0].lka.in_channels
             for i in range(1, 5)] == [64, 128, 256, 512]

@@ -6,27 +6,40 @@ mmdet's and mmseg's ResNets have the same block layout (``conv1..3``,
 forwards below are written once and mixed into subclasses of each
 framework's blocks and backbone (``det_resnet.py``, ``seg_resnet.py``).
 """
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+import logging
+from collections import Counter
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
+from mmengine.logging import print_log
 
 from ...attention import build_attention
+from ...attention.builder import AttentionCfg, split_attention_cfg
 from ...errors import ConfigError, ConfigKeyError
 from ...ops import block_end
+from ...utils.checkpoint import attention_modules_without_weights
 from ..utils import attention_config_errors
 
 POSITIONS = ('after_conv1', 'after_conv2', 'after_conv3')
 BLOCK_CHOICES = ('all', 'last')
 
-AttentionCfg = Optional[Union[str, dict, Sequence[Optional[dict]]]]
+# One attention config for all stages, or one (or None) per stage.
+StageAttentionCfg = Optional[Union[AttentionCfg,
+                                   Sequence[Optional[AttentionCfg]]]]
+
+
+def attention_abbr(module: nn.Module) -> str:
+    """The short name of an attention type, from ``_abbr_`` (``sa``,
+    ``eca``...; mmcv's convention for plugins)."""
+    return getattr(module, '_abbr_', type(module).__name__.lower())
 
 
 def attention_name(module: nn.Module, taken) -> str:
     """Attribute name from ``_abbr_`` (``sa``, ``eca``...): the official
     checkpoints' key, e.g. ``layer1.0.sa.cweight``; numbered when reused."""
-    base = getattr(module, '_abbr_', type(module).__name__.lower())
+    base = attention_abbr(module)
     name, n = base, 1
     while name in taken:
         n += 1
@@ -229,6 +242,20 @@ def check_not_also_a_plugin(block: nn.Module, name: str, position: str,
                 f'plugins entry or set attention=None')
 
 
+class AttentionPlan(NamedTuple):
+    """Where a backbone's attention goes, checked (see
+    :meth:`AttentionResNetMixin._check_attention`)."""
+
+    #: The block attention of each stage (None: none there).
+    block_cfgs: List[Optional[dict]]
+    #: The position in a block, one of :data:`POSITIONS`.
+    position: str
+    #: ``'all'`` blocks or only the ``'last'`` of each stage.
+    blocks: List[str]
+    #: The attention after each stage (None: none there).
+    stage_cfgs: List[Optional[dict]]
+
+
 class AttentionResNetMixin:
     """Adds block-level and stage-level attention to a ResNet backbone.
 
@@ -236,13 +263,16 @@ class AttentionResNetMixin:
     :class:`~mmsa.errors.ConfigError` naming it: a placement option
     (``attention_stages``, ``attention_position``, ``attention_blocks``,
     ``stage_attention_stages``) without its attention, or a stage mask or
-    per-stage list that leaves no stage an attention.
+    per-stage list that leaves no stage an attention. The attention's own
+    options follow :mod:`mmsa.attention.builder`'s rule.
 
     Args (keyword, in addition to the framework ResNet's):
         attention (str | dict | list, optional): Block attention, e.g.
-            ``dict(type='SA', groups=64)``; a list gives one config (or None)
-            per stage. None: the plain ResNet, bit-identical to the
-            framework's with the same seed. Defaults to None.
+            ``dict(type='SA', groups=64)``; an option may hold one value
+            per stage (``dict(type='ECA', kernel_size=(3, 5, 5, 7))``), and
+            a list gives one config (or None) per stage. None: the plain
+            ResNet, bit-identical to the framework's with the same seed.
+            Defaults to None.
         attention_stages (Sequence[bool], optional): Stages whose blocks
             get the attention. Defaults to None: all.
         attention_position (str, optional): ``'after_conv1'``,
@@ -254,7 +284,7 @@ class AttentionResNetMixin:
             speed); one value or one per stage. Defaults to None: ``'all'``.
         stage_attention (str | dict | list, optional): Stage-level attention
             applied to a stage's output before the next stage (BAM sits
-            after layer1..3). Defaults to None.
+            after layer1..3), given as ``attention``. Defaults to None.
         stage_attention_stages (Sequence[bool], optional): Stages after
             which the stage attention runs. Defaults to None: all but the
             last.
@@ -262,12 +292,12 @@ class AttentionResNetMixin:
 
     def __init__(self,
                  depth: int,
-                 attention: AttentionCfg = None,
+                 attention: StageAttentionCfg = None,
                  attention_stages: Optional[Sequence[bool]] = None,
                  attention_position: Optional[str] = None,
                  attention_blocks: Optional[Union[str,
                                                   Sequence[str]]] = None,
-                 stage_attention: AttentionCfg = None,
+                 stage_attention: StageAttentionCfg = None,
                  stage_attention_stages: Optional[Sequence[bool]] = None,
                  **kwargs) -> None:
         if depth not in self.arch_settings:
@@ -280,32 +310,38 @@ class AttentionResNetMixin:
                 block.attention_path = f'{layer_name}.{j}'
         self._restore_zero_init_residual(kwargs.get('init_cfg'),
                                          kwargs.get('pretrained'))
-        self._init_attention(attention, attention_stages, attention_position,
-                             attention_blocks, stage_attention,
-                             stage_attention_stages)
+        plan = self._check_attention(attention, attention_stages,
+                                     attention_position, attention_blocks,
+                                     stage_attention, stage_attention_stages)
+        self._build_block_attention(plan)
+        self._build_stage_attention(plan)
+        # The framework froze stages before the attention modules existed.
+        self._freeze_stages()
 
-    def _init_attention(
+    def _check_attention(
         self,
-        attention: AttentionCfg,
+        attention: StageAttentionCfg,
         attention_stages: Optional[Sequence[bool]],
         attention_position: Optional[str],
         attention_blocks: Optional[Union[str, Sequence[str]]],
-        stage_attention: AttentionCfg,
+        stage_attention: StageAttentionCfg,
         stage_attention_stages: Optional[Sequence[bool]],
-    ) -> None:
+    ) -> AttentionPlan:
+        """The attention arguments, checked and expanded to one entry per
+        stage; builds nothing."""
         n = self.num_stages
-        cfgs = self._stage_cfgs(
+        block_cfgs = self._stage_cfgs(
             attention, attention_stages, n, 'attention', default=[True] * n,
             placement=dict(attention_position=attention_position,
                            attention_blocks=attention_blocks))
         stage_cfgs = self._stage_cfgs(
             stage_attention, stage_attention_stages, n, 'stage_attention',
             default=[True] * (n - 1) + [False])
-        if attention_position is None:
-            attention_position = 'after_conv3'
-        if attention_position not in POSITIONS:
+        position = 'after_conv3' if attention_position is None else \
+            attention_position
+        if position not in POSITIONS:
             raise ConfigError(
-                f'attention_position={attention_position!r} is unknown; '
+                f'attention_position={position!r} is unknown; '
                 f'choose one of {list(POSITIONS)} (after_conv3 = after the '
                 f'last norm, before the residual add)')
         blocks = per_stage('all' if attention_blocks is None else
@@ -315,18 +351,27 @@ class AttentionResNetMixin:
                 raise ConfigError(f'attention_blocks={attention_blocks!r}: '
                                   f'each entry must be one of '
                                   f'{list(BLOCK_CHOICES)}')
-        self.attention_position = attention_position
+        return AttentionPlan(block_cfgs, position, blocks, stage_cfgs)
+
+    def _build_block_attention(self, plan: AttentionPlan) -> None:
+        """Add the block attention of ``plan`` to the blocks it names."""
+        self.attention_position = plan.position
         for i, layer_name in enumerate(self.res_layers):
+            if plan.block_cfgs[i] is None:
+                continue
             layer = getattr(self, layer_name)
-            if cfgs[i] is not None:
-                first = 0 if blocks[i] == 'all' else len(layer) - 1
-                for j in range(first, len(layer)):
-                    name = layer[j].add_attention(cfgs[i], attention_position)
-                    check_not_also_a_plugin(layer[j], name,
-                                            attention_position,
-                                            f'{layer_name}.{j}')
+            first = 0 if plan.blocks[i] == 'all' else len(layer) - 1
+            for j in range(first, len(layer)):
+                name = layer[j].add_attention(plan.block_cfgs[i],
+                                              plan.position)
+                check_not_also_a_plugin(layer[j], name, plan.position,
+                                        f'{layer_name}.{j}')
+
+    def _build_stage_attention(self, plan: AttentionPlan) -> None:
+        """Add the stage attention of ``plan`` (``bam1`` ...) after the
+        stages it names."""
         self.stage_attention_names: List[Optional[str]] = []
-        for i, cfg in enumerate(stage_cfgs):
+        for i, cfg in enumerate(plan.stage_cfgs):
             name = None
             if cfg is not None:
                 channels = self._stage_out_channels(i)
@@ -337,11 +382,9 @@ class AttentionResNetMixin:
                 name = f'{attention_name(module, ())}{i + 1}'
                 self.add_module(name, module)
             self.stage_attention_names.append(name)
-        # The framework froze stages before the attention modules existed.
-        self._freeze_stages()
 
     @staticmethod
-    def _stage_cfgs(cfg: AttentionCfg,
+    def _stage_cfgs(cfg: StageAttentionCfg,
                     stages: Optional[Sequence[bool]],
                     n: int,
                     what: str,
@@ -364,7 +407,11 @@ class AttentionResNetMixin:
                     f'{" and ".join(given)} ({next(iter(given))}=None where '
                     f'a base config sets it)')
             return [None] * n
-        cfgs = per_stage(cfg, n, what)
+        if isinstance(cfg, (list, tuple)):
+            cfgs = per_stage(cfg, n, what)
+        else:
+            with attention_config_errors(what):
+                cfgs = split_attention_cfg(cfg, n)
         mask = default if stages is None else stage_mask(
             stages, n, f'{what}_stages')
         chosen = [c if on else None for c, on in zip(cfgs, mask)]
@@ -405,40 +452,45 @@ class AttentionResNetMixin:
                     param.requires_grad = False
 
     def init_weights(self) -> None:
-        """As the framework's; after a ``Pretrained`` init, logs the
-        attention modules the checkpoint had no tensors for: they keep their
-        paper initialisation. INFO when the checkpoint has no attention at
-        all (a plain ResNet), WARNING when it has some but not these."""
-        import logging
+        """As the framework's; after a ``Pretrained`` init,
+        :meth:`_report_attention_weights` from the keys that load found
+        missing (the checkpoint is read once, by the init)."""
+        missing: List[List[str]] = []
+        # mmengine's and torch's loaders run this once per load, after the
+        # whole backbone is loaded, with every key the checkpoint lacked
+        handle = self.register_load_state_dict_post_hook(
+            lambda module, keys: missing.append(list(keys.missing_keys)))
+        try:
+            super().init_weights()
+        finally:
+            handle.remove()
+        if missing:
+            self._report_attention_weights(missing[-1])
 
-        from mmengine.logging import print_log
-
-        from ...utils.checkpoint import (attention_modules_without_weights,
-                                         checkpoint_keys)
-        done = getattr(self, '_is_init', False)
-        super().init_weights()
-        cfgs = self.init_cfg if isinstance(self.init_cfg, list) \
-            else [self.init_cfg]
-        pretrained = [
-            c for c in cfgs
-            if isinstance(c, dict) and c.get('type') == 'Pretrained'
-        ]
-        if done or not pretrained:
-            return
-        cfg = pretrained[-1]
-        keys = checkpoint_keys(cfg['checkpoint'], cfg.get('prefix'),
-                               cfg.get('map_location', 'cpu'))
-        at_init = attention_modules_without_weights(self, keys)
+    def _report_attention_weights(self, missing_keys: Sequence[str]) -> None:
+        """Log the attention modules the loaded checkpoint had no tensors
+        for: they keep their paper initialisation. INFO when it has no
+        attention at all (a plain ResNet), WARNING when it has some but not
+        these."""
+        missing = set(missing_keys)
+        loaded = [k for k in self.state_dict() if k not in missing]
+        at_init = attention_modules_without_weights(self, loaded)
         if not at_init:
             return
         every = attention_modules_without_weights(self, ())
-        partial = len(at_init) < len(every)
+        cfgs = self.init_cfg if isinstance(self.init_cfg, list) \
+            else [self.init_cfg]
+        checkpoint = next(
+            (c['checkpoint'] for c in reversed(cfgs)
+             if isinstance(c, dict) and c.get('type') == 'Pretrained'),
+            'the checkpoint')
         print_log(
-            f'{cfg["checkpoint"]} has no tensors for {len(at_init)} of '
+            f'{checkpoint} has no tensors for {len(at_init)} of '
             f'{len(every)} attention modules; they keep their paper '
             f'initialisation: {", ".join(at_init)}',
             logger='current',
-            level=logging.WARNING if partial else logging.INFO)
+            level=logging.WARNING
+            if len(at_init) < len(every) else logging.INFO)
 
     def train(self, mode: bool = True):
         """As the framework's (frozen stages, ``norm_eval``), but returns
@@ -463,16 +515,16 @@ class AttentionResNetMixin:
         return tuple(outs)
 
     def attention_summary(self) -> Dict[str, int]:
-        """Count of attention modules per type, e.g. ``{'sa': 16}``."""
-        counts: Dict[str, int] = {}
-        for layer_name in self.res_layers:
-            for block in getattr(self, layer_name):
-                for names in getattr(block, 'attention_names', {}).values():
-                    for name in names:
-                        key = type(getattr(block, name)).__name__
-                        counts[key] = counts.get(key, 0) + 1
-        for name in self.stage_attention_names:
-            if name is not None:
-                key = type(getattr(self, name)).__name__
-                counts[key] = counts.get(key, 0) + 1
-        return counts
+        """Count of attention modules per type, by abbreviation (the stem
+        of their attribute names), e.g. ``{'sa': 16}``."""
+        modules = [
+            getattr(block, name) for layer_name in self.res_layers
+            for block in getattr(self, layer_name)
+            for names in getattr(block, 'attention_names', {}).values()
+            for name in names
+        ]
+        modules += [
+            getattr(self, name) for name in self.stage_attention_names
+            if name is not None
+        ]
+        return dict(Counter(attention_abbr(m) for m in modules))
