@@ -2,10 +2,9 @@ _base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
 custom_imports = dict(imports=['mmsa'], allow_failed_imports=False)
 
 # ECA-Net (CVPR 2020): one kernel size per stage, k=3,5,5,7 as in the
-# released ImageNet ECA-R50 (the paper's rule would give 5,5,5,7).
+# released ImageNet ECA-R50 (the paper's rule would give 5,5,5,7); the
+# backbone gives each stage its entry.
 model = dict(
     backbone=dict(
         type='AttnResNet',
-        attention=[
-            dict(type='ECA', kernel_size=k) for k in (3, 5, 5, 7)
-        ]))
+        attention=dict(type='ECA', kernel_size=(3, 5, 5, 7))))

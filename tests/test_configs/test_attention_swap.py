@@ -90,26 +90,52 @@ def _cfg_options(*args: str) -> dict:
 
 
 DEMO = CONFIGS / 'demo' / 'faster-rcnn_r18-sa_fpn_demo.py'
-SEG_DEMO = CONFIGS / 'demo' / 'upernet_r18-sa_demo.py'
-VAN_DEMO = CONFIGS / 'demo' / 'faster-rcnn_van-b0_fpn_demo.py'
 ECA_R50 = CONFIGS / 'faster_rcnn' / 'faster-rcnn_r50-eca_fpn_1x_coco.py'
+# What a user types after --cfg-options, KEY being the config's attention
+# (model.backbone.attention or model.neck.attention).
+CFG_OPTION_FORMS = ('{key}={name}', "{key}=dict(type='{name}')",
+                    '{key}.type={name}')
 
 
-@pytest.mark.parametrize('option', [
-    'model.backbone.attention=ECA',
-    "model.backbone.attention=dict(type='ECA')",
-    'model.backbone.attention.type=ECA',
-])
-@pytest.mark.parametrize('path', [DEMO, SEG_DEMO, VAN_DEMO],
-                         ids=lambda p: p.name)
-def test_cfg_options_forms_a_user_types_all_swap(path, option):
-    cfg = _load(path)
-    cfg.merge_from_dict(_cfg_options(option))
-    with warnings.catch_warnings():
-        # attention.type=ECA keeps the demo's SA groups=8: a warning
-        warnings.simplefilter('ignore', UserWarning)
+@pytest.mark.parametrize('form', CFG_OPTION_FORMS)
+@pytest.mark.parametrize('path', ALL_CONFIGS, ids=[p.name for p in
+                                                   ALL_CONFIGS])
+def test_every_cfg_options_form_swaps_every_config(path, form):
+    """SE (no option in common with most types) and SA (its default groups
+    adapts to narrow stages) by each form; ``key.type=`` keeps the old
+    type's options, which SE/SA drop with a warning."""
+    failures = []
+    for name in ('SE', 'SA'):
+        cfg = _load(path)
+        key = attention_key(cfg)
+        cfg.merge_from_dict(_cfg_options(form.format(key=key, name=name)))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore', UserWarning)
+                part = _build_part(cfg, key)
+        except Exception as err:  # collect all failures of this config
+            failures.append(f'{name}: {type(err).__name__}: {err}')
+            continue
+        if _count(part, get_attention_class(name)) == 0:
+            failures.append(f'{name}: built, but holds no {name} module')
+    assert not failures, '\n'.join(failures)
+
+
+def test_type_swap_of_per_stage_values_drops_them_with_one_warning():
+    """The ECA configs give one kernel size per stage in one dict; SE takes
+    no kernel_size, so attention.type=SE drops the tuple, once."""
+    cfg = _load(ECA_R50)
+    assert cfg.model.backbone.attention == dict(type='ECA',
+                                                kernel_size=(3, 5, 5, 7))
+    cfg.merge_from_dict(_cfg_options('model.backbone.attention.type=SE'))
+    _built.clear()
+    with pytest.warns(UserWarning) as record:
         part = _build_part(cfg, 'model.backbone.attention')
-    assert _count(part, get_attention_class('ECA')) > 0
+    messages = {str(w.message) for w in record}
+    assert len(messages) == 1 and messages.pop().startswith(
+        'attention SE does not take kernel_size=(3, 5, 5, 7) (an option of '
+        'CBAM/ECA); ignored.')
+    assert part.attention_summary() == {'se': 16}
 
 
 def test_type_swap_drops_the_old_types_options_with_a_warning():
@@ -131,9 +157,8 @@ def test_an_option_no_attention_takes_is_still_an_error():
         _build_part(cfg, 'model.backbone.attention')
 
 
-def test_swap_replaces_a_per_stage_list_and_can_remove_attention():
+def test_swap_replaces_per_stage_values_and_can_remove_attention():
     cfg = _load(ECA_R50)
-    assert isinstance(cfg.model.backbone.attention, list)
     swap_attention(cfg, "dict(type='SE', reduction=8)")
     part = _build_part(cfg, 'model.backbone.attention')
     se = [m for m in part.modules()

@@ -35,8 +35,8 @@ import mmsa  # noqa: F401  (registration)
 TABLE = [
     ('ResNet', {}),
     ('SE', dict(attention=dict(type='SE'))),
-    ('ECA (k=3,5,5,7)',
-     dict(attention=[dict(type='ECA', kernel_size=k) for k in (3, 5, 5, 7)])),
+    ('ECA (k=3,5,5,7)', dict(attention=dict(type='ECA',
+                                            kernel_size=(3, 5, 5, 7)))),
     ('SA (G=64)', dict(attention=dict(type='SA'))),
     ('CBAM', dict(attention=dict(type='CBAM'))),
     ('SGE (G=64)', dict(attention=dict(type='SGE'))),
