@@ -5,7 +5,7 @@
 import argparse
 import time
 
-from mmsa.datasets import generate
+from mmsa.demo_data import generate
 
 
 def main() -> None:

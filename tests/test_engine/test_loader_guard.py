@@ -96,7 +96,7 @@ def test_skipping_batch_sampler_leaves_out_the_first_batches_once():
 @pytest.fixture(scope='module')
 def images(tmp_path_factory) -> Path:
     pytest.importorskip('mmcv')
-    from mmsa.datasets import generate
+    from mmsa.demo_data import generate
     root = tmp_path_factory.mktemp('loader_guard')
     generate(str(root), num_train=4, num_val=2, seed=5, size=(128, 128))
     return root
@@ -143,7 +143,7 @@ def test_label_values_that_are_no_class_are_refused_when_loaded(
     from mmseg.datasets import BaseSegDataset
     from PIL import Image
 
-    from mmsa.datasets import SEG_CLASSES
+    from mmsa.demo_data import SEG_CLASSES
     root = Path(shutil.copytree(images / 'ade', tmp_path / 'ade'))
     with DefaultScope.overwrite_default_scope('mmseg'):
         dataset = BaseSegDataset(

@@ -9,7 +9,7 @@ import pytest
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 
-from mmsa.datasets import CLASSES, SEG_CLASSES, generate
+from mmsa.demo_data import CLASSES, SEG_CLASSES, generate
 from mmsa.engine.preflight import DatasetError, check_datasets
 from mmsa.errors import ConfigError
 

@@ -1,3 +1,0 @@
-from .demo_data import CLASSES, SEG_CLASSES, generate
-
-__all__ = ['CLASSES', 'SEG_CLASSES', 'generate']
