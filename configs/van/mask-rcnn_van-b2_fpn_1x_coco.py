@@ -1,45 +1,12 @@
-_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
+_base_ = [
+    'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py', './_base_/van-b2.py'
+]
 custom_imports = dict(imports=['mmsa'], allow_failed_imports=False)
 
-# VAN (Guo et al., 2022) as the Mask R-CNN backbone. Backbone settings follow
-# the official downstream code (VAN-Segmentation): SyncBN inside VAN, no
-# frozen stages, stochastic depth 0.1 for B2.
-# Pretrained weights: convert the official ImageNet checkpoint with
-#   python tools/model_converters/van2mmsa.py van_base_828.pth.tar \
-#       pretrained/van_b2_mmsa.pth
-# Schedule: COCO 1x (12 epochs, steps at 8 and 11, 16 images per iteration)
-# with AdamW lr 1e-4, weight decay 0.05 and a 1000-iteration warm-up, the
-# setting of the VAN detection configs published with LSKA (Lau et al., 2023,
-# which trains the VAN backbone in mmdetection); no detection config from the
-# VAN authors could be found. mmdet's SGD recipe is tuned for BN ResNets.
+# VAN-B2 as the Mask R-CNN backbone; COCO 1x with AdamW. Backbone,
+# pretrained weights and schedule: _base_/van-b2.py.
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='VAN',
-        arch='b2',
-        drop_path_rate=0.1,
-        out_indices=(0, 1, 2, 3),
-        norm_cfg=dict(type='SyncBN', requires_grad=True),
-        init_cfg=dict(
-            type='Pretrained', checkpoint='pretrained/van_b2_mmsa.pth')),
-    neck=dict(in_channels=[64, 128, 320, 512]))
-
-optim_wrapper = dict(
-    optimizer=dict(
-        _delete_=True,
-        type='AdamW',
-        lr=0.0001,
-        betas=(0.9, 0.999),
-        weight_decay=0.05))
-param_scheduler = [
-    dict(
-        type='LinearLR', start_factor=0.001, by_epoch=False, begin=0,
-        end=1000),
-    dict(
-        type='MultiStepLR',
-        begin=0,
-        end=12,
-        by_epoch=True,
-        milestones=[8, 11],
-        gamma=0.1)
-]
+    backbone={{_base_.van_b2_backbone}},
+    neck=dict(in_channels={{_base_.van_b2_channels}}))
+optim_wrapper = {{_base_.coco_1x_adamw_optim_wrapper}}
+param_scheduler = {{_base_.coco_1x_adamw_param_scheduler}}

@@ -1,26 +1,17 @@
-_base_ = 'mmseg::upernet/upernet_r50_4xb4-160k_ade20k-512x512.py'
+_base_ = [
+    'mmseg::upernet/upernet_r50_4xb4-160k_ade20k-512x512.py',
+    './_base_/van-b2.py'
+]
 custom_imports = dict(imports=['mmsa'], allow_failed_imports=False)
 
 # VAN-B2 + UperNet on ADE20K, 160k iterations, as VAN-Segmentation's
 # upernet_van_b2_512x512_160k_ade20k (50.1 mIoU multi-scale, reported).
 # Official batch 8 GPUs x 2 images; here 4 x 4, the same 16 in total.
-# Pretrained weights: convert the official ImageNet checkpoint with
-#   python tools/model_converters/van2mmsa.py van_base_828.pth.tar \
-#       pretrained/van_b2_mmsa.pth
-norm_cfg = dict(type='SyncBN', requires_grad=True)
+# Backbone and pretrained weights: _base_/van-b2.py.
 model = dict(
     pretrained=None,
-    backbone=dict(
-        _delete_=True,
-        type='VAN',
-        arch='b2',
-        drop_rate=0.,
-        drop_path_rate=0.1,
-        out_indices=(0, 1, 2, 3),
-        norm_cfg=norm_cfg,
-        init_cfg=dict(
-            type='Pretrained', checkpoint='pretrained/van_b2_mmsa.pth')),
-    decode_head=dict(in_channels=[64, 128, 320, 512]),
+    backbone={{_base_.van_b2_seg_backbone}},
+    decode_head=dict(in_channels={{_base_.van_b2_channels}}),
     auxiliary_head=dict(in_channels=320))
 
 # AdamW, no weight decay on the norms; linear warm-up for 1500 iterations,
