@@ -3,39 +3,29 @@
 Flags mirror mmdet's ``tools/test.py``. The metrics are also written to
 ``WORK_DIR/test_metrics.json``.
 """
-import argparse
 import json
 import os
 import os.path as osp
-import warnings
 from copy import deepcopy
 
-from mmengine.config import ConfigDict, DictAction
+from mmengine.config import ConfigDict
 
 import mmsa  # noqa: F401  (registration; safe checkpoint loading)
 from mmsa.engine import check_datasets, check_run_checkpoints, write_state
-from mmsa.engine.cli import (build_runner, is_main_process, load_config,
-                             run_cli, set_launcher, set_work_dir)
+from mmsa.engine.cli import (build_runner, is_main_process, parse_tool_args,
+                             run_cli, tool_config, tool_parser)
 from mmsa.engine.hooks import to_scalar
 from mmsa.engine.model_check import check_model
 from mmsa.errors import ConfigError
-
-# mmengine reloads pkg_resources for each mmdet::/mmseg:: base of a config,
-# and setuptools warns of its deprecation on each load: a note for
-# mmengine, repeated a dozen times above the user's own output.
-warnings.filterwarnings('ignore', message='pkg_resources is deprecated',
-                        category=UserWarning)
 
 STATE = {}
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description='Test (and eval) a model')
-    parser.add_argument('config', help='test config file path')
+    parser = tool_parser(
+        'Test (and eval) a model', 'test config file path',
+        'the directory to save the file containing evaluation metrics')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument(
-        '--work-dir',
-        help='the directory to save the file containing evaluation metrics')
     parser.add_argument(
         '--out', type=str,
         help='detection: dump predictions to a pickle file; segmentation: '
@@ -48,19 +38,9 @@ def parse_args():
         'the run\'s timestamp dir, as in mmdet)')
     parser.add_argument(
         '--wait-time', type=float, default=2, help='the interval of show (s)')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override settings, key=value')
-    parser.add_argument(
-        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none', help='job launcher')
     parser.add_argument('--tta', action='store_true',
                         help='test-time augmentation (flip)')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parse_tool_args(parser)
 
 
 def trigger_visualization_hook(cfg, args, scope):
@@ -111,10 +91,8 @@ def default_tta(cfg, scope):
 
 def main():
     args = parse_args()
-    cfg = load_config(args.config, args.cfg_options)
+    cfg = tool_config(args)
     scope = cfg.get('default_scope', 'mmdet')
-    set_launcher(cfg, args.launcher)
-    set_work_dir(cfg, args.work_dir, args.config)
     STATE['work_dir'] = cfg.work_dir
     cfg.load_from = args.checkpoint
     if args.out is not None and scope != 'mmseg' and \

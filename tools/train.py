@@ -3,17 +3,14 @@
 Flags mirror mmdet's ``tools/train.py``. The config's ``default_scope``
 selects the framework.
 """
-import argparse
 import os
 import os.path as osp
-import warnings
-
-from mmengine.config import DictAction
 
 import mmsa  # noqa: F401  (registration; safe checkpoint loading)
 from mmsa.engine import check_datasets, check_run_checkpoints, clear_run_state
 from mmsa.engine.cli import (build_runner, guard_training, is_main_process,
-                             load_config, run_cli, set_launcher, set_work_dir)
+                             parse_tool_args, run_cli, tool_config,
+                             tool_parser)
 from mmsa.engine.model_check import check_model
 from mmsa.engine.smoke import make_smoke
 from mmsa.engine.stop import STOP
@@ -21,19 +18,12 @@ from mmsa.engine.swap import swap_attention
 from mmsa.engine.workdir import lock_work_dir
 from mmsa.errors import ConfigError, ConfigKeyError
 
-# mmengine reloads pkg_resources for each mmdet::/mmseg:: base of a config,
-# and setuptools warns of its deprecation on each load: a note for
-# mmengine, repeated a dozen times above the user's own output.
-warnings.filterwarnings('ignore', message='pkg_resources is deprecated',
-                        category=UserWarning)
-
 STATE = {}
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description='Train a model')
-    parser.add_argument('config', help='train config file path')
-    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser = tool_parser('Train a model', 'train config file path',
+                         'the dir to save logs and models')
     parser.add_argument(
         '--amp', action='store_true', default=False,
         help='enable automatic-mixed-precision training')
@@ -53,32 +43,18 @@ def parse_args():
         '--smoke', nargs='?', type=int, const=2, metavar='ITERS',
         help='check a setup: train ITERS iterations (default 2), then '
         'evaluate the first 8 validation images; the numbers mean nothing')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override settings, key=value (e.g. '
-        'model.backbone.attention=ECA)')
-    parser.add_argument(
-        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parse_tool_args(parser)
 
 
 def main():
     args = parse_args()
-    cfg = load_config(args.config, args.cfg_options)
+    smoke_work_dir = None if args.smoke is None else osp.join(
+        'work_dirs', f'{osp.splitext(osp.basename(args.config))[0]}_smoke')
+    cfg = tool_config(args, default_work_dir=smoke_work_dir)
     if args.attention is not None:
         swap_attention(cfg, args.attention)
     if args.smoke is not None:
         make_smoke(cfg, args.smoke)
-        if args.work_dir is None and cfg.get('work_dir') is None:
-            name = osp.splitext(osp.basename(args.config))[0]
-            args.work_dir = osp.join('work_dirs', f'{name}_smoke')
-    set_launcher(cfg, args.launcher)
-    set_work_dir(cfg, args.work_dir, args.config)
     if is_main_process():
         # before anything is written there, so a refused run leaves the
         # other run's work dir untouched (not even failed.json)

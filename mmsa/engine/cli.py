@@ -2,23 +2,68 @@
 
 One pair of tools serves detection and segmentation configs: the config's
 ``default_scope`` (``mmdet``/``mmseg``) picks the framework, as in
-mmdet's/mmseg's own tools.
+mmdet's/mmseg's own tools. Their head is :func:`tool_parser`,
+:func:`parse_tool_args` and :func:`tool_config`; :func:`run_cli` runs their
+``main``.
 """
+import argparse
 import os
 import os.path as osp
 import sys
 import time
 import traceback
+import warnings
 from typing import Callable, Optional
 
 import torch
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.hooks import CheckpointHook
 
 from ..errors import DEBUG_HINT, ConfigError, MMSAError, debugging
 from .hooks import FAILED, write_state
 from .loops import LOOP_TYPES
 from .workdir import DISK_FULL, disk_full_message
+
+
+LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
+
+
+def tool_parser(description: str, config_help: str,
+                work_dir_help: str) -> argparse.ArgumentParser:
+    """The arguments every tool that runs a config takes: the config,
+    ``--work-dir``, ``--cfg-options``, ``--launcher`` and ``--local-rank``
+    (as mmdet's and mmseg's tools); the tool adds its own."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('config', help=config_help)
+    parser.add_argument('--work-dir', help=work_dir_help)
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override settings, key=value (e.g. '
+        'model.backbone.attention=ECA)')
+    parser.add_argument('--launcher', choices=LAUNCHERS, default='none',
+                        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    return parser
+
+
+def parse_tool_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse the command line; ``LOCAL_RANK`` from ``--local-rank`` where
+    the launcher did not set it (``torch.distributed.launch``)."""
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def tool_config(args: argparse.Namespace,
+                default_work_dir: Optional[str] = None) -> Config:
+    """The config of a tool's run: ``args.config`` loaded, its
+    ``--cfg-options`` merged, the launcher set (:func:`set_launcher`) and
+    the work dir chosen (:func:`set_work_dir`)."""
+    cfg = load_config(args.config, args.cfg_options)
+    set_launcher(cfg, args.launcher)
+    set_work_dir(cfg, args.work_dir, args.config, default_work_dir)
+    return cfg
 
 
 def load_config(path: str, cfg_options: Optional[dict]) -> Config:
@@ -31,12 +76,17 @@ def load_config(path: str, cfg_options: Optional[dict]) -> Config:
     return cfg
 
 
-def set_work_dir(cfg: Config, work_dir: Optional[str], config: str) -> None:
+def set_work_dir(cfg: Config,
+                 work_dir: Optional[str],
+                 config: str,
+                 default: Optional[str] = None) -> None:
+    """``work_dir`` (``--work-dir``), else the config's ``work_dir``, else
+    ``default``, else ``./work_dirs/<config name>``."""
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(config))[0])
+        cfg.work_dir = default or osp.join(
+            './work_dirs', osp.splitext(osp.basename(config))[0])
 
 
 def set_launcher(cfg: Config, launcher: str) -> None:
@@ -125,8 +175,14 @@ def run_cli(main: Callable[[], Optional[Config]],
 
     ``work_dir_of`` gives the work dir (if known yet) where the end is
     recorded (``failed.json``, ``interrupted.json``; with the traceback),
-    so a partial work dir never looks finished.
+    so a partial work dir never looks finished. setuptools' deprecation
+    note for ``pkg_resources`` is silenced for the run.
     """
+    # mmengine reloads pkg_resources for each mmdet::/mmseg:: base of a
+    # config, and setuptools warns of its deprecation on each load: a note
+    # for mmengine, repeated a dozen times above the user's own output.
+    warnings.filterwarnings('ignore', message='pkg_resources is deprecated',
+                            category=UserWarning)
     started = time.time()
     try:
         main()

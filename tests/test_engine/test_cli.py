@@ -1,9 +1,11 @@
 """tools/*.py end in one line for mmsa's own errors only."""
 import json
+import os
+import sys
 
 import pytest
 
-from mmsa.engine.cli import run_cli
+from mmsa.engine.cli import parse_tool_args, run_cli, tool_config, tool_parser
 from mmsa.errors import ConfigError
 
 
@@ -54,3 +56,28 @@ def test_mmsa_debug_shows_the_traceback(tmp_path, monkeypatch):
 
     with pytest.raises(ConfigError):
         run_cli(main, lambda: str(tmp_path))
+
+
+def test_tool_head_parses_loads_and_places_the_run(tmp_path, monkeypatch):
+    """The head train.py and test.py share: the common flags, the config
+    with --cfg-options merged, the launcher and the work dir."""
+    config = tmp_path / 'net_config.py'
+    config.write_text("model = dict(type='Net', depth=50)\n")
+    parser = tool_parser('a tool', 'config file', 'work dir')
+    parser.add_argument('--extra', type=int)
+    monkeypatch.setattr(sys, 'argv', [
+        'tool.py', str(config), '--cfg-options', 'model.depth=18',
+        '--extra', '3', '--local-rank', '2'])
+    monkeypatch.setenv('LOCAL_RANK', '')
+    monkeypatch.delenv('LOCAL_RANK')
+    args = parse_tool_args(parser)
+    assert (args.extra, args.launcher, os.environ['LOCAL_RANK']) == \
+        (3, 'none', '2')
+    cfg = tool_config(args)
+    assert cfg.model == dict(type='Net', depth=18)
+    assert (cfg.launcher, cfg.work_dir) == ('none',
+                                            './work_dirs/net_config')
+    assert tool_config(args, default_work_dir='smoke').work_dir == 'smoke'
+    args.work_dir = str(tmp_path / 'given')
+    assert tool_config(args, default_work_dir='smoke').work_dir == \
+        args.work_dir
