@@ -1,10 +1,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from testing_utils import (SHAPES, assert_close, check_gradcheck, num_params,
-                           randomize_, run_common_checks)
+from testing_utils import SHAPES, assert_close, num_params, randomize_
 
-from mmsa.attention import build_attention
 from mmsa.attention.bam import BAM
 
 
@@ -113,38 +111,3 @@ def test_bam_parameter_count_formula():
     # ResNet-50: one BAM after each of layer1..3 (the paper's 25.92M total).
     total = sum(num_params(BAM(c)) for c in (256, 512, 1024))
     assert total == 358_067
-
-
-def test_bam_gradcheck_float64():
-    bam = randomize_(BAM(4, reduction=2, dilation=2))
-    check_gradcheck(bam.eval(), (1, 4, 3, 4))
-    check_gradcheck(bam.train(), (2, 4, 3, 4))
-
-
-@pytest.mark.parametrize('fusion', ['add', 'mul'])
-def test_bam_channels_last_autocast_compile(fusion):
-    run_common_checks(lambda c: BAM(c, fusion=fusion))
-
-
-@pytest.mark.parametrize('kwargs,message', [
-    (dict(in_channels=8), r'BAM\(in_channels=8, reduction=16\): reduction '
-     r'must not exceed in_channels.*try reduction=8'),
-    (dict(in_channels=64, fusion='concat'),
-     r"BAM\(fusion='concat', in_channels=64\): unknown fusion 'concat'; "
-     r"choose one of \['add', 'mul'\]"),
-    (dict(in_channels=64, dilation=0),
-     r'BAM\(in_channels=64, dilation=0\): dilation must be a positive int'),
-    (dict(in_channels=64, num_dilated_convs=1.5),
-     r'BAM\(in_channels=64, num_dilated_convs=1.5\): num_dilated_convs '
-     r'must be a positive int, got 1.5'),
-])
-def test_bam_rejects_bad_arguments(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        BAM(**kwargs)
-
-
-def test_bam_built_by_name_and_dict():
-    assert isinstance(build_attention('BAM', 64), BAM)
-    bam = build_attention(dict(type='BAM', fusion='mul', reduction=8), 64)
-    assert isinstance(bam, BAM) and bam.fusion == 'mul'
-    assert bam.hidden_channels == 8 and bam._abbr_ == 'bam'

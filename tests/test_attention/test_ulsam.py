@@ -1,10 +1,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from testing_utils import (SHAPES, assert_close, check_gradcheck, num_params,
-                           randomize_, run_common_checks)
+from testing_utils import SHAPES, assert_close, num_params, randomize_
 
-from mmsa.attention import build_attention
 from mmsa.attention.ulsam import ULSAM
 
 
@@ -84,30 +82,3 @@ def test_ulsam_parameter_count_formula():
     for c, g in [(64, 4), (128, 1), (256, 16), (96, 32)]:
         assert num_params(ULSAM(c, groups=g)) == 5 * c + 3 * g
     assert num_params(ULSAM(64)) == 332
-
-
-def test_ulsam_gradcheck_float64():
-    ulsam = randomize_(ULSAM(4, groups=2))
-    check_gradcheck(ulsam.eval(), (1, 4, 3, 4))
-    check_gradcheck(ulsam.train(), (2, 4, 3, 4))
-
-
-def test_ulsam_channels_last_autocast_compile():
-    run_common_checks(lambda c: ULSAM(c, groups=4))
-
-
-@pytest.mark.parametrize('channels,groups,message', [
-    (30, 4, r'ULSAM\(in_channels=30, groups=4\): in_channels must be '
-     r'divisible by groups; try groups=3 or 5'),
-    (64, 0, r'ULSAM\(in_channels=64, groups=0\): groups must be a positive '
-     r'int, got 0'),
-])
-def test_ulsam_rejects_bad_groups(channels, groups, message):
-    with pytest.raises(ValueError, match=message):
-        ULSAM(channels, groups=groups)
-
-
-def test_ulsam_built_by_name_and_dict():
-    assert isinstance(build_attention('ULSAM', 64), ULSAM)
-    ulsam = build_attention(dict(type='ULSAM', groups=8), 64)
-    assert ulsam.groups == 8 and ulsam._abbr_ == 'ulsam'
