@@ -1,4 +1,5 @@
 """The dataset preflight: what mmdet would drop, and data it cannot read."""
+import copy
 import json
 import logging
 import shutil
@@ -10,7 +11,7 @@ from mmengine.config import Config
 from mmengine.logging import MMLogger
 
 from mmsa.demo_data import CLASSES, SEG_CLASSES, generate
-from mmsa.engine.preflight import DatasetError, check_datasets
+from mmsa.engine.preflight import DatasetError, check_datasets, count_drops
 from mmsa.errors import ConfigError
 
 
@@ -274,6 +275,99 @@ def test_zero_area_boxes_are_counted(coco, warnings):
     report = the_report(warnings)
     assert 'mmdet would drop 1 with width or height < 1 px (or area <= 0)' \
         in report
+
+
+def _awkward_coco() -> dict:
+    """COCO annotations with everything mmdet drops or filters: images
+    without annotations, with crowd boxes only, with boxes under 1 px or
+    of zero area, outside the image or of a category outside the classes,
+    with an ``ignore`` flag, too small for ``min_size``; an annotation of
+    an image that is not listed; polygons under 3 points."""
+    square = [[10, 10, 40, 10, 40, 40, 10, 40]]
+    images = [dict(id=i, file_name=f'{i}.jpg', width=100, height=100)
+              for i in range(1, 11)]
+    images[6].update(width=30, height=30)  # image 7: under min_size=40
+    boxes = [  # (image_id, category_id, bbox, extra)
+        (1, 1, [10, 10, 30, 30], {}),
+        (1, 2, [50, 50, 20, 10], {}),
+        (1, 3, [5, 5, 60, 60], dict(iscrowd=1)),
+        # image 2: no annotation
+        (3, 1, [10, 10, 30, 30], dict(iscrowd=1)),
+        (4, 2, [10, 10, 0.5, 30], {}),
+        (4, 2, [10, 10, 30, 30], dict(area=0)),
+        (4, 3, [60, 60, -5, 10], {}),
+        (5, 99, [10, 10, 30, 30], {}),
+        (6, 1, [150, 10, 30, 30], {}),
+        (7, 1, [2, 2, 20, 20], {}),
+        (8, 1, [10, 10, 30, 30], dict(ignore=True)),
+        (9, 2, [10, 10, 30, 30], dict(segmentation=[[1, 1, 9, 9]])),
+        (10, 3, [10, 10, 30, 30],
+         dict(segmentation=[[1, 1, 9, 9]] + square)),
+        (42, 1, [10, 10, 30, 30], {}),
+    ]
+    annotations = [
+        dict(dict(id=j, image_id=i, category_id=c, bbox=box,
+                  area=box[2] * box[3], iscrowd=0, segmentation=square),
+             **extra) for j, (i, c, box, extra) in enumerate(boxes, 1)
+    ]
+    categories = [dict(id=i + 1, name=n) for i, n in enumerate(CLASSES)]
+    categories.append(dict(id=99, name='hexagon'))
+    return dict(images=images, annotations=annotations,
+                categories=categories)
+
+
+@pytest.mark.parametrize('with_mask', [False, True])
+@pytest.mark.parametrize('filter_cfg', [
+    None, dict(filter_empty_gt=True), dict(filter_empty_gt=True, min_size=40),
+    dict(filter_empty_gt=False, min_size=40)
+])
+def test_count_drops_agrees_with_mmdets_coco_dataset(tmp_path, filter_cfg,
+                                                     with_mask):
+    """count_drops mirrors CocoDataset's parsing and filter_data (and
+    LoadAnnotations' polygon check): on the same file both keep the same
+    annotations, images and usable boxes."""
+    pytest.importorskip('mmdet')
+    from mmdet.datasets import CocoDataset
+    from mmdet.datasets.transforms import LoadAnnotations
+    data = _awkward_coco()
+    (tmp_path / 'ann.json').write_text(json.dumps(data))
+
+    def dataset(filter_cfg):
+        return CocoDataset(ann_file='ann.json', data_root=str(tmp_path),
+                           metainfo=dict(classes=CLASSES),
+                           data_prefix=dict(img=''), filter_cfg=filter_cfg,
+                           pipeline=[])
+
+    def usable(info):
+        """The instances the model trains on (crowd ones are ignored)."""
+        info = copy.deepcopy(info)
+        if with_mask:
+            info['ori_shape'] = (info['height'], info['width'])
+            info = LoadAnnotations(with_mask=True)(info)
+            return int((~info['gt_ignore_flags']).sum())
+        return sum(not i['ignore_flag'] for i in info['instances'])
+
+    drops = count_drops(data, 'ann.json', 'train_dataloader', CLASSES,
+                        filter_cfg, with_mask)
+    everything = dataset(None)
+    assert len(everything) == drops['images'] == 10
+    instances = sum(
+        len(everything.get_data_info(i)['instances'])
+        for i in range(len(everything)))
+    # a polygon drop keeps the instance, flagged ignored
+    dropped = sum(drops['dropped'].values()) - drops['dropped']['polygon']
+    assert instances == drops['annotations'] - dropped
+    kept = dataset(filter_cfg)
+    kept = [kept.get_data_info(i) for i in range(len(kept))]
+    assert len(kept) == drops['images'] - sum(
+        drops['images_dropped'].values())
+    boxes = [usable(info) for info in kept]
+    assert sum(boxes) == drops['boxes']
+    assert boxes.count(0) == drops['images_without_box']
+    # the file exercises what it claims to
+    assert set(drops['dropped']) >= {'invalid', 'outside', 'category',
+                                     'orphan'}
+    assert drops['dropped']['polygon'] == with_mask
 
 
 @pytest.fixture(scope='module')
