@@ -10,8 +10,9 @@ from mmsa.attention.builder import split_attention_cfg
 
 
 def test_an_option_no_attention_takes_is_refused_naming_it():
-    with pytest.raises(TypeError, match=r"^ECA: unknown option\(s\) "
-                       r"\['kernal_size'\]; valid options are \['kernel_size'"):
+    with pytest.raises(TypeError, match=(
+            r"^ECA: unknown option\(s\) \['kernal_size'\]; valid options "
+            r"are \['kernel_size'")):
         build_attention(dict(type='ECA', kernal_size=3), 64)
 
 
