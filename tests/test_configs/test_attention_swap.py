@@ -10,6 +10,7 @@ import argparse
 import copy
 import warnings
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import torch
@@ -65,6 +66,21 @@ def test_every_config_has_an_attention_key():
                                               'model.neck.attention'), path
 
 
+def _swap_failure(cfg: Config, key: str, name: str) -> Optional[str]:
+    """Why the part of ``cfg`` at ``key`` does not build with ``name``
+    modules in it; None when it does. Warnings of dropped options are
+    ignored."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', UserWarning)
+            part = _build_part(cfg, key)
+    except Exception as err:  # the caller collects all of a config's
+        return f'{name}: {type(err).__name__}: {err}'
+    if _count(part, get_attention_class(name)) == 0:
+        return f'{name}: built, but holds no {name} module'
+    return None
+
+
 @pytest.mark.parametrize('path', ALL_CONFIGS, ids=[p.name for p in
                                                    ALL_CONFIGS])
 def test_config_swaps_to_every_attention(path):
@@ -73,14 +89,8 @@ def test_config_swaps_to_every_attention(path):
         cfg = _load(path)
         key = swap_attention(cfg, name)
         assert cfg.model[key.split('.')[1]]['attention'] == dict(type=name)
-        try:
-            part = _build_part(cfg, key)
-        except Exception as err:  # collect all failures of this config
-            failures.append(f'{name}: {type(err).__name__}: {err}')
-            continue
-        if _count(part, get_attention_class(name)) == 0:
-            failures.append(f'{name}: built, but holds no {name} module')
-    assert not failures, '\n'.join(failures)
+        failures.append(_swap_failure(cfg, key, name))
+    assert not any(failures), '\n'.join(filter(None, failures))
 
 
 def _cfg_options(*args: str) -> dict:
@@ -109,16 +119,8 @@ def test_every_cfg_options_form_swaps_every_config(path, form):
         cfg = _load(path)
         key = attention_key(cfg)
         cfg.merge_from_dict(_cfg_options(form.format(key=key, name=name)))
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter('ignore', UserWarning)
-                part = _build_part(cfg, key)
-        except Exception as err:  # collect all failures of this config
-            failures.append(f'{name}: {type(err).__name__}: {err}')
-            continue
-        if _count(part, get_attention_class(name)) == 0:
-            failures.append(f'{name}: built, but holds no {name} module')
-    assert not failures, '\n'.join(failures)
+        failures.append(_swap_failure(cfg, key, name))
+    assert not any(failures), '\n'.join(filter(None, failures))
 
 
 def test_type_swap_of_per_stage_values_drops_them_with_one_warning():
