@@ -17,7 +17,7 @@ from typing import List, Optional
 import torch
 
 from .norm_fold import NormFold, batch_moments, update_running_stats
-from .triton_support import load_kernels, new_like
+from .triton_support import folded, load_kernels, new_like
 
 __all__ = ['block_end_compiled']
 
@@ -59,7 +59,7 @@ def _define():
           function, gate_eps, shuffle, uses_var, norm, norm_eps):
         n, c = z.shape[:2]
         f32 = dict(dtype=torch.float32)
-        return [new_like(z), z.new_empty(c, **f32),
+        return [new_like(folded(z, z)[0]), z.new_empty(c, **f32),
                 z.new_empty((n, c), **f32), z.new_empty((n, c), **f32)]
 
     @ops.custom_op('mmsa::block_end_sums', mutates_args=())
@@ -86,8 +86,11 @@ def _define():
     @input_grads.register_fake
     def _(grad_y, z, y, shift, mean, a, m, p, q, alpha, beta, shuffle,
           write_identity):
-        return [new_like(z),
-                new_like(grad_y) if write_identity else z.new_empty(0)]
+        # the layouts input_gradients allocates (a fake's strides must be
+        # the real output's: inductor asserts them)
+        z = folded(z, z)[0]
+        return [new_like(z), new_like(folded(grad_y, z)[0])
+                if write_identity else z.new_empty(0)]
 
     def setup_context(ctx, inputs, output):
         (z, identity, weight, bias, running_mean, running_var, params,

@@ -571,6 +571,59 @@ def test_kernels_stay_one_op_under_torch_compile(name, device):
         assert torch.allclose(a, b, atol=1e-6)
 
 
+def _hw_swapped(shape, device):
+    """A dense N x C x H x W tensor whose H and W do not fold into one axis
+    (W's stride is H): the layout a compiler may hand an op."""
+    n, c, h, w = shape
+    return torch.randn(n, c, w, h, device=device).transpose(2, 3)
+
+
+@needs_triton
+@pytest.mark.skipif(not hasattr(torch.library, 'custom_op'),
+                    reason='torch.library.custom_op needs torch >= 2.4')
+@pytest.mark.parametrize('device', KERNEL_DEVICES)
+@pytest.mark.parametrize('z_layout', ['contiguous', 'channels_last',
+                                      'strided'])
+@pytest.mark.parametrize('grad_layout', ['contiguous', 'channels_last',
+                                         'hw_swapped'])
+def test_custom_ops_fakes_give_the_real_outputs_layout(z_layout, grad_layout,
+                                                       device):
+    """The custom ops' fake implementations (what torch.compile plans with,
+    and inductor asserts) give each output the shape, dtype and strides the
+    kernels' host code allocates, whatever the layouts of z and of the
+    output gradient (torch.library.opcheck)."""
+    from mmsa.ops.block_end_compile import block_end_compiled  # noqa: F401
+    gen = torch.Generator().manual_seed(0)
+    shape = (2, 16, 5, 7)
+    gate = randomize_(ShuffleAttention(16, groups=2), 1).plane_gate()
+    params = [t.detach().to(device) for t in gate.params]
+    z = _layout(torch.randn(shape, generator=gen).to(device), z_layout)
+    idt = torch.randn(shape, generator=gen).to(device)
+    norm = [torch.rand(16, generator=gen).to(device) + 0.5
+            for _ in range(4)]
+    checks = ('test_schema', 'test_faketensor')
+    forward = (z, idt, *norm, params, gate.function, gate.eps, gate.shuffle,
+               gate.uses_var, 2, 1e-5)
+    torch.library.opcheck(torch.ops.mmsa.block_end.default, forward,
+                          test_utils=checks)
+    y, shift, mean, _ = torch.ops.mmsa.block_end.default(*forward)
+    grad = (_hw_swapped(shape, device) if grad_layout == 'hw_swapped' else
+            _layout(torch.randn(shape, generator=gen).to(device),
+                    grad_layout))
+    a, p, q, alpha, beta = (torch.rand(size, generator=gen).to(device)
+                            for size in (16, (2, 16), (2, 16), (2, 16),
+                                         (2, 16)))
+    coefficients = (shift, mean, a, mean, p, q)
+    torch.library.opcheck(torch.ops.mmsa.block_end_sums.default,
+                          (grad, z, y, *coefficients, gate.shuffle),
+                          test_utils=checks)
+    for write_identity in (True, False):
+        torch.library.opcheck(
+            torch.ops.mmsa.block_end_input_grads.default,
+            (grad, z, y, *coefficients, alpha, beta, gate.shuffle,
+             write_identity), test_utils=checks)
+
+
 @needs_triton
 def test_kernels_step_aside_under_export():
     """ONNX export and tracing see the reference composition (standard ops
