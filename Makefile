@@ -15,7 +15,13 @@ COMPAT_TESTS ?= tests/test_attention tests/test_ops tests/test_converters \
 	tests/test_utils tests/test_foundation/test_setup_compat_env.py \
 	tests/test_deploy --ignore=tests/test_ops/test_triton_kernels.py
 
-.PHONY: setup setup-compat demo test test-compat test-fast clean-venv
+# Needs only a Python with torch (an offline CUDA machine has no .venv).
+GPU_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+WHEELHOUSE ?= wheelhouse
+WHEELHOUSE_ARGS ?=
+
+.PHONY: setup setup-compat demo test test-compat test-fast clean-venv \
+	wheelhouse
 
 setup:
 	@bash tools/setup_env.sh $(VENV)
@@ -47,6 +53,12 @@ test-compat: setup-compat
 
 test-fast: setup
 	@$(PY) -m pytest -m 'not slow' $(PYTEST_ARGS)
+
+# Wheels for an offline machine that has torch (README: Install on an
+# offline node), e.g. WHEELHOUSE_ARGS='--python-version 3.12 --platform
+# manylinux_2_28_x86_64'.
+wheelhouse:
+	@$(GPU_PY) tools/wheelhouse.py $(WHEELHOUSE) $(WHEELHOUSE_ARGS)
 
 clean-venv:
 	rm -rf $(VENV) $(COMPAT_VENV)
