@@ -17,6 +17,7 @@ cumulative average, no running statistics), dtype, layout, H*W not a
 multiple of a block, batch 1, 1x1 planes, planes of mean 1e4.
 """
 import copy
+import gc
 import os
 import subprocess
 import sys
@@ -841,6 +842,18 @@ def _free_gb() -> float:
     return torch.cuda.mem_get_info()[0] / 1e9
 
 
+@pytest.fixture
+def most_of_the_gpu():
+    """Skips unless 36 GB of the GPU are free; afterwards gives back what
+    the test's tensors took (other pytest-xdist processes share the GPU)."""
+    torch.cuda.empty_cache()
+    if _free_gb() < 36:
+        pytest.skip(f'needs 36 GB of free GPU memory, {_free_gb():.0f} free')
+    yield
+    gc.collect()
+    torch.cuda.empty_cache()
+
+
 def _window(flat: int, plane: int, width: int = 4096) -> tuple:
     """(plane index, positions) of ``width`` values around flat index
     ``flat`` of a contiguous 1 x C x H x W tensor, inside its plane."""
@@ -857,15 +870,13 @@ def _shuffled(c: int, channels: int, groups: int) -> int:
 
 @cuda_test()
 @pytest.mark.xdist_group('most_of_the_gpu_memory')
-def test_block_end_past_2_31_elements_in_bfloat16():
+def test_block_end_past_2_31_elements_in_bfloat16(most_of_the_gpu):
     """A bfloat16 block end of 2.15e9 elements: the kernels' int64 offsets,
     SA with a BatchNorm in eval whose affine learns (mmdet's norm_eval), so
     that each output plane depends on its input plane alone. Around element
     2^31 and at the end of the tensor, the output, the input's and the
     identity's gradients and BN's weight gradient equal a float64
     reference of that one plane (not a copy of the whole)."""
-    if _free_gb() < 36:
-        pytest.skip(f'needs 36 GB of free GPU memory, {_free_gb():.0f} free')
     from mmsa.ops import PLANE_GATES
     torch.manual_seed(0)
     n, c, h, w = BIG
@@ -919,12 +930,10 @@ def test_block_end_past_2_31_elements_in_bfloat16():
 
 @cuda_test()
 @pytest.mark.xdist_group('most_of_the_gpu_memory')
-def test_gate_epilogue_past_2_31_elements_in_bfloat16():
+def test_gate_epilogue_past_2_31_elements_in_bfloat16(most_of_the_gpu):
     """The gate epilogue (SGE's and CBAM's end) on 2.15e9 bfloat16 values:
     around element 2^31 and at the end, the output and the input's, the
     identity's and both gates' gradients equal float64 references."""
-    if _free_gb() < 36:
-        pytest.skip(f'needs 36 GB of free GPU memory, {_free_gb():.0f} free')
     from mmsa.ops.triton_gate import gate_triton
     torch.manual_seed(0)
     n, c, h, w = BIG
