@@ -30,15 +30,15 @@ ATTENTION = {
 INPUT = (2, 3, 128, 160)
 
 
-def _resnet50(name: str, impl: str = 'triton') -> torch.nn.Module:
-    """An attention ResNet-50 on the GPU, random attention parameters, the
-    given path for every attention."""
+def _resnet50(name: str) -> torch.nn.Module:
+    """An attention ResNet-50 on the GPU, random attention parameters, every
+    attention on the kernels."""
     bench = load_tool('tools/analysis_tools/benchmark_attention.py')
     torch.manual_seed(0)
 
     def attention(c):
         module = randomize_(ATTENTION[name](c), seed=c)
-        module.impl = impl
+        module.impl = 'triton'
         return module
 
     return bench.ResNet50(attention).cuda()
@@ -48,10 +48,17 @@ def _loss(outs) -> torch.Tensor:
     return sum((o.float()**2).mean() for o in outs)
 
 
-def _impls(model: torch.nn.Module, impl: str) -> None:
-    for m in model.modules():
+def _with_reference_twin(name: str, steps: int) -> tuple:
+    """An attention ResNet-50 on the kernels, its copy on the reference
+    composition, and ``steps`` seeded inputs."""
+    model = _resnet50(name)
+    twin = copy.deepcopy(model)
+    for m in twin.modules():
         if hasattr(m, 'impl'):
-            m.impl = impl
+            m.impl = 'reference'
+    gen = torch.Generator(device='cuda').manual_seed(0)
+    return model, twin, [torch.randn(INPUT, device='cuda', generator=gen)
+                         for _ in range(steps)]
 
 
 @cuda_test()
@@ -60,12 +67,7 @@ def test_training_losses_match_the_reference_path(name):
     """Five SGD steps (momentum, BN in training) of an attention ResNet-50:
     the kernels' losses, and the weights after, equal the reference
     composition's from the same start."""
-    model = _resnet50(name)
-    twin = copy.deepcopy(model)
-    _impls(twin, 'reference')
-    gen = torch.Generator(device='cuda').manual_seed(0)
-    inputs = [torch.randn(INPUT, device='cuda', generator=gen)
-              for _ in range(5)]
+    model, twin, inputs = _with_reference_twin(name, 5)
     losses = {}
     for key, m in (('triton', model), ('reference', twin)):
         opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
@@ -211,13 +213,8 @@ def test_amp_with_grad_scaler_trains_like_the_reference(name):
     reference path's), the gradients the scaler unscales are float32 and
     finite, and the losses follow the reference path's to fp16's
     precision."""
-    model = _resnet50(name)
-    twin = copy.deepcopy(model)
-    _impls(twin, 'reference')
+    model, twin, inputs = _with_reference_twin(name, 4)
     scaler_cls = getattr(torch.amp, 'GradScaler', None)
-    gen = torch.Generator(device='cuda').manual_seed(0)
-    inputs = [torch.randn(INPUT, device='cuda', generator=gen)
-              for _ in range(4)]
     runs = {}
     for key, m in (('triton', model), ('reference', twin)):
         opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
