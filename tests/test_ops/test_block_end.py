@@ -667,6 +667,9 @@ SYNC_WORKER = textwrap.dedent('''
         torch.save(dict(out=out.detach(), grads=grads,
                         buffers=dict(norm.named_buffers())),
                    f'{out_dir}/rank{rank}.pth')
+        # both ranks done before either tears gloo down (a rank leaving
+        # while the other still talks aborts it)
+        dist.barrier()
         dist.destroy_process_group()
 
 
