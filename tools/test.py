@@ -13,11 +13,12 @@ from copy import deepcopy
 from mmengine.config import ConfigDict, DictAction
 
 import mmsa  # noqa: F401  (registration; safe checkpoint loading)
-from mmsa.engine import check_datasets, write_state
-from mmsa.engine.hooks import to_scalar
+from mmsa.engine import check_datasets, check_run_checkpoints, write_state
 from mmsa.engine.cli import (build_runner, is_main_process, load_config,
                              run_cli, set_launcher, set_work_dir)
+from mmsa.engine.hooks import to_scalar
 from mmsa.engine.model_check import check_model
+from mmsa.errors import ConfigError
 
 # mmengine reloads pkg_resources for each mmdet::/mmseg:: base of a config,
 # and setuptools warns of its deprecation on each load: a note for
@@ -65,9 +66,9 @@ def parse_args():
 def trigger_visualization_hook(cfg, args, scope):
     default_hooks = cfg.default_hooks
     if 'visualization' not in default_hooks:
-        raise RuntimeError(
-            'VisualizationHook must be included in default_hooks; refer to '
-            'the frameworks\' default_runtime.py')
+        raise ConfigError(
+            '--show/--show-dir need a visualization hook in default_hooks; '
+            'inherit the framework\'s default_runtime.py')
     hook = default_hooks['visualization']
     hook['draw'] = True
     if args.show:
@@ -115,10 +116,17 @@ def main():
     set_launcher(cfg, args.launcher)
     set_work_dir(cfg, args.work_dir, args.config)
     STATE['work_dir'] = cfg.work_dir
-    if not osp.isfile(args.checkpoint):
-        raise FileNotFoundError(f'checkpoint {args.checkpoint} does not '
-                                f'exist')
     cfg.load_from = args.checkpoint
+    if args.out is not None and scope != 'mmseg' and \
+            not args.out.endswith(('.pkl', '.pickle')):
+        raise ConfigError(f'--out {args.out}: the dump file must be a .pkl '
+                          f'file')
+    # the work dir first, so an error is recorded in failed.json
+    os.makedirs(osp.abspath(cfg.work_dir), exist_ok=True)
+    # config errors, a refused checkpoint and bad data before the runner
+    model = check_model(cfg)
+    check_run_checkpoints(cfg, model, testing=True)
+    check_datasets(cfg, ['test_dataloader'])
     if args.show or args.show_dir:
         cfg = trigger_visualization_hook(cfg, args, scope)
     if args.tta:
@@ -126,15 +134,8 @@ def main():
     if args.out is not None and scope == 'mmseg':
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
-    # the work dir first, so a dataset error is recorded in failed.json
-    os.makedirs(osp.abspath(cfg.work_dir), exist_ok=True)
-    check_model(cfg)  # config errors before the runner's dump
-    check_datasets(cfg, ['test_dataloader'])
     runner = build_runner(cfg)
     if args.out is not None and scope != 'mmseg':
-        if not args.out.endswith(('.pkl', '.pickle')):
-            raise ValueError(f'--out {args.out}: the dump file must be a '
-                             f'.pkl file')
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(
             DumpDetResults(out_file_path=args.out))

@@ -11,13 +11,15 @@ import warnings
 from mmengine.config import DictAction
 
 import mmsa  # noqa: F401  (registration; safe checkpoint loading)
-from mmsa.engine import check_datasets, clear_run_state
-from mmsa.engine.cli import (build_runner, is_main_process, load_config,
-                             run_cli, set_launcher, set_work_dir)
+from mmsa.engine import check_datasets, check_run_checkpoints, clear_run_state
+from mmsa.engine.cli import (build_runner, guard_training, is_main_process,
+                             load_config, run_cli, set_launcher, set_work_dir)
 from mmsa.engine.model_check import check_model
 from mmsa.engine.smoke import make_smoke
+from mmsa.engine.stop import STOP
 from mmsa.engine.swap import swap_attention
 from mmsa.engine.workdir import lock_work_dir
+from mmsa.errors import ConfigError, ConfigKeyError
 
 # mmengine reloads pkg_resources for each mmdet::/mmseg:: base of a config,
 # and setuptools warns of its deprecation on each load: a note for
@@ -40,8 +42,8 @@ def parse_args():
         help='scale the lr by the actual batch size (auto_scale_lr)')
     parser.add_argument(
         '--resume', nargs='?', type=str, const='auto',
-        help='resume from CKPT; without CKPT, from the latest checkpoint '
-        'in the work dir')
+        help='resume from CKPT; without CKPT, from the checkpoint the work '
+        'dir\'s last_checkpoint names (also one a stopped run saved)')
     parser.add_argument(
         '--attention',
         help="replace the config's attention (backbone or neck, wherever it "
@@ -89,9 +91,11 @@ def main():
         if optim_wrapper == 'AmpOptimWrapper':
             print('AMP training is already enabled in your config.')
         else:
-            assert optim_wrapper == 'OptimWrapper', (
-                '`--amp` is only supported when the optimizer wrapper type '
-                f'is `OptimWrapper` but got {optim_wrapper}.')
+            if optim_wrapper != 'OptimWrapper':
+                raise ConfigError(
+                    f'--amp needs optim_wrapper.type=\'OptimWrapper\' (it '
+                    f'becomes AmpOptimWrapper), but the config has '
+                    f'{optim_wrapper!r}')
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
 
@@ -100,27 +104,27 @@ def main():
                 'base_batch_size' in cfg.auto_scale_lr:
             cfg.auto_scale_lr.enable = True
         else:
-            raise KeyError('Can not find "auto_scale_lr" or '
-                           '"auto_scale_lr.enable" or '
-                           '"auto_scale_lr.base_batch_size" in your'
-                           ' configuration file.')
+            raise ConfigKeyError(
+                '--auto-scale-lr needs auto_scale_lr=dict(enable=False, '
+                'base_batch_size=N) in the config (N: the batch size its '
+                'learning rate is for)')
 
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None
     elif args.resume is not None:
-        if not osp.isfile(args.resume):
-            raise FileNotFoundError(
-                f'--resume checkpoint {args.resume} does not exist')
         cfg.resume = True
         cfg.load_from = args.resume
 
-    check_model(cfg)  # config errors before the runner's dump
+    # Config errors, then refused checkpoint files and bad data, all before
+    # the runner writes anything
+    model = check_model(cfg)
+    check_run_checkpoints(cfg, model)
     check_datasets(cfg, ['train_dataloader', 'val_dataloader'])
-    cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
-        dict(type='RunStateHook')
-    ]
+    guard_training(cfg)
     os.makedirs(osp.abspath(cfg.work_dir), exist_ok=True)
+    # From here a stop signal ends training safely (TrainGuardHook)
+    STOP.install()
     runner = build_runner(cfg)
     runner.train()
 

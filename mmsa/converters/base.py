@@ -8,6 +8,7 @@ from typing import (Any, Callable, Dict, List, Mapping, Optional, Sequence,
 import torch
 import torch.nn as nn
 
+from ..errors import CheckpointMismatchError
 from ..utils.checkpoint import attention_modules_without_weights
 
 __all__ = [
@@ -22,7 +23,7 @@ Tensors = Dict[str, torch.Tensor]
 AttentionReader = Callable[[Tensors, int], dict]
 
 
-class ConversionError(ValueError):
+class ConversionError(CheckpointMismatchError):
     """A checkpoint that cannot become the requested backbone."""
 
 

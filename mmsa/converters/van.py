@@ -4,6 +4,8 @@ from typing import Dict, Mapping
 
 import torch
 
+from .base import WrongSourceError
+
 # The classifier of VAN-Classification; a detection/segmentation backbone
 # has no use for it.
 _DROPPED_PREFIXES = ('head.', )
@@ -27,6 +29,9 @@ def convert_van(
     Returns:
         dict: Keys (in the checkpoint's order) and tensors, loadable into
         ``VAN`` with ``strict=True``.
+
+    Raises:
+        WrongSourceError: The checkpoint is no VAN (a ``ValueError``).
     """
     if 'state_dict' in state_dict and isinstance(state_dict['state_dict'],
                                                  Mapping):
@@ -39,7 +44,7 @@ def convert_van(
             continue
         converted[key] = value
     if 'patch_embed1.proj.weight' not in converted:
-        raise KeyError(
+        raise WrongSourceError(
             'convert_van: no patch_embed1.proj.weight among the keys '
             f'(first ones: {list(converted)[:5]}); expected an official '
             'VAN-Classification checkpoint such as van_base_828.pth.tar')

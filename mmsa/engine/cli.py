@@ -1,10 +1,9 @@
-"""What ``tools/train.py`` and ``tools/test.py`` share.
+"""What ``tools/*.py`` share.
 
 One pair of tools serves detection and segmentation configs: the config's
 ``default_scope`` (``mmdet``/``mmseg``) picks the framework, as in
 mmdet's/mmseg's own tools.
 """
-import json
 import os
 import os.path as osp
 import sys
@@ -14,21 +13,18 @@ from typing import Callable, Optional
 
 import torch
 from mmengine.config import Config
+from mmengine.hooks import CheckpointHook
 
+from ..errors import DEBUG_HINT, ConfigError, MMSAError, debugging
 from .hooks import FAILED, write_state
-from .preflight import DatasetError
-from .workdir import DISK_FULL, WorkDirBusyError, disk_full_message
-
-# Errors caused by the user's input (config, files). They end the run with
-# one line; anything else keeps its traceback. MMSA_DEBUG=1 shows all.
-USER_ERRORS = (DatasetError, FileNotFoundError, KeyError, ValueError,
-               TypeError, ImportError, json.JSONDecodeError,
-               WorkDirBusyError)
+from .loops import LOOP_TYPES
+from .workdir import DISK_FULL, disk_full_message
 
 
 def load_config(path: str, cfg_options: Optional[dict]) -> Config:
     if not osp.isfile(path):
-        raise FileNotFoundError(f'config file {path} does not exist')
+        raise ConfigError(f'config file {path} does not exist; check the '
+                          f'path')
     cfg = Config.fromfile(path)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
@@ -70,6 +66,34 @@ def set_launcher(cfg: Config, launcher: str) -> None:
     cfg.model_wrapper_cfg = wrapper
 
 
+def guard_training(cfg: Config) -> None:
+    """Train with mmsa's safeguards, in place: the resumable loops
+    (:mod:`~mmsa.engine.loops`), :class:`~mmsa.engine.checkpoints.
+    AtomicCheckpointHook` for mmengine's ``CheckpointHook``, and
+    :class:`~mmsa.engine.stop.TrainGuardHook` and
+    :class:`~mmsa.engine.hooks.RunStateHook`. Each takes the options of
+    what it replaces; a custom loop or checkpoint hook is kept as it is.
+    """
+    train_cfg = dict(cfg.get('train_cfg') or {})
+    name = train_cfg.get('type')
+    if name is None and 'by_epoch' in train_cfg:
+        name = 'EpochBasedTrainLoop' if train_cfg.pop('by_epoch') else \
+            'IterBasedTrainLoop'
+    if name in LOOP_TYPES:
+        train_cfg['type'] = LOOP_TYPES[name].__name__
+        cfg.train_cfg = train_cfg
+    hooks = dict(cfg.get('default_hooks') or {})
+    checkpoint = hooks.get('checkpoint', dict(type='CheckpointHook',
+                                              interval=1))
+    if checkpoint is not None and checkpoint.get('type') in (
+            'CheckpointHook', CheckpointHook):
+        hooks['checkpoint'] = dict(checkpoint, type='AtomicCheckpointHook')
+        cfg.default_hooks = hooks
+    cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
+        dict(type='TrainGuardHook'), dict(type='RunStateHook')
+    ]
+
+
 def build_runner(cfg: Config):
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
@@ -90,45 +114,60 @@ def is_main_process() -> bool:
 
 def run_cli(main: Callable[[], Optional[Config]],
             work_dir_of: Callable[[], Optional[str]] = lambda: None) -> None:
-    """Run ``main``; a user error becomes one line on stderr and exit 1.
+    """Run ``main``; mmsa's own errors end it with one line on stderr.
 
-    ``work_dir_of`` gives the work dir (if known yet) where ``failed.json``
-    records the error, so a partial work dir never looks finished.
+    An :class:`~mmsa.errors.MMSAError` (a config, dataset, checkpoint or
+    work-dir error, a diverged or interrupted run) prints its line and
+    exits with its status (1; ``128 + signal`` for an interruption); so
+    does a full disk. Any other exception keeps its traceback, whatever its
+    type: it is a bug, in mmsa or below. ``MMSA_DEBUG=1`` shows the
+    traceback of all.
+
+    ``work_dir_of`` gives the work dir (if known yet) where the end is
+    recorded (``failed.json``, ``interrupted.json``; with the traceback),
+    so a partial work dir never looks finished.
     """
     started = time.time()
     try:
         main()
-    except USER_ERRORS as err:
-        if os.environ.get('MMSA_DEBUG'):
+    except MMSAError as err:
+        _record(work_dir_of(), err.state_file, err, str(err), err.details)
+        if debugging():
             raise
-        message = str(err.args[0]) if isinstance(err, KeyError) and \
-            err.args else str(err)
+        if is_main_process() or err.exit_code == 1:
+            print(err.one_line(), file=sys.stderr)
+            if err.exit_code == 1:
+                print(DEBUG_HINT, file=sys.stderr)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        if debugging():
+            raise
+        # Ctrl-C before training handles it (or in a tool that does not)
+        print('stopped: interrupted (SIGINT); nothing was saved',
+              file=sys.stderr)
+        sys.exit(128 + 2)
+    except Exception as err:
         work_dir = work_dir_of()
-        if work_dir and osp.isdir(work_dir) and is_main_process():
-            write_state(work_dir, FAILED, dict(
-                error=type(err).__name__, message=message,
-                traceback=traceback.format_exc()))
-        print(f'error: {type(err).__name__}: {message}', file=sys.stderr)
-        print('(set MMSA_DEBUG=1 for the traceback)', file=sys.stderr)
-        sys.exit(1)
-    except OSError as err:
-        if err.errno not in DISK_FULL or os.environ.get('MMSA_DEBUG'):
-            raise
-        _end_disk_full(err, work_dir_of(), started)
+        if isinstance(err, OSError) and err.errno in DISK_FULL and \
+                not debugging():
+            message = disk_full_message(err, work_dir, started)
+            _record(work_dir, FAILED, err, message)
+            print(f'error: OSError: {message}', file=sys.stderr)
+            print(DEBUG_HINT, file=sys.stderr)
+            sys.exit(1)
+        _record(work_dir, FAILED, err, str(err))
+        raise
 
 
-def _end_disk_full(err: OSError, work_dir: Optional[str],
-                   started: float) -> None:
-    """One line instead of mmengine's raw OSError when the disk fills,
-    after removing the checkpoint it left incomplete."""
-    message = disk_full_message(err, work_dir, started)
-    if work_dir and osp.isdir(work_dir) and is_main_process():
-        try:
-            write_state(work_dir, FAILED, dict(
-                error='OSError', message=message,
-                traceback=traceback.format_exc()))
-        except OSError:
-            pass  # still no space: the message below says it all
-    print(f'error: OSError: {message}', file=sys.stderr)
-    print('(set MMSA_DEBUG=1 for the traceback)', file=sys.stderr)
-    sys.exit(1)
+def _record(work_dir: Optional[str], name: str, err: BaseException,
+            message: str, details: Optional[dict] = None) -> None:
+    """Write the run's end into ``work_dir`` (main process; where there is
+    a work dir and room on its disk)."""
+    if not (work_dir and osp.isdir(work_dir) and is_main_process()):
+        return
+    try:
+        write_state(work_dir, name, dict(
+            error=type(err).__name__, message=message,
+            traceback=traceback.format_exc(), **(details or {})))
+    except OSError:
+        pass  # no space left: the message on stderr says it all

@@ -11,6 +11,7 @@ from mmengine.registry import HOOKS
 
 FINISHED = 'finished.json'
 FAILED = 'failed.json'
+INTERRUPTED = 'interrupted.json'
 
 
 def to_scalar(value):
@@ -27,7 +28,7 @@ def clear_run_state(work_dir: str) -> None:
     Safe to call from every rank: a marker another rank removed first is
     simply gone.
     """
-    for name in (FINISHED, FAILED):
+    for name in (FINISHED, FAILED, INTERRUPTED):
         try:
             os.remove(osp.join(work_dir, name))
         except FileNotFoundError:
@@ -49,7 +50,8 @@ class RunStateHook(Hook):
 
     A stale marker is removed when a run starts, so a work dir from a run
     that crashed or was killed never looks finished. ``tools/train.py``
-    adds this hook; it writes ``failed.json`` itself when a run fails.
+    adds this hook; it writes ``failed.json`` itself when a run fails, and
+    ``interrupted.json`` when a signal stopped it.
     """
 
     priority = 'VERY_LOW'

@@ -8,6 +8,7 @@ backward, the metric runs) in minutes; its numbers mean nothing.
 
 from mmengine.config import Config
 
+from ..errors import ConfigError
 from .preflight import leaf_datasets
 
 SMOKE_VAL_IMAGES = 8
@@ -24,8 +25,8 @@ def make_smoke(cfg: Config, iters: int,
             first ones, via mmengine's ``indices``). Defaults to 8.
     """
     if iters < 1:
-        raise ValueError(f'--smoke {iters}: give a positive number of '
-                         f'iterations, e.g. --smoke 2')
+        raise ConfigError(f'--smoke {iters}: give a positive number of '
+                          f'iterations, e.g. --smoke 2')
     # Iteration-based whatever the config's loop: mmengine's
     # EpochBasedTrainLoop takes no max_iters.
     cfg.train_cfg = dict(

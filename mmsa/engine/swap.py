@@ -6,12 +6,19 @@ for mmsa's ResNets and VAN (LKA is VAN's default gating unit),
 (``AttnNeck``). :func:`attention_key` finds it, so a user need not know.
 """
 import inspect
+import warnings
 from typing import Optional, Union
 
 from mmengine.config import Config
 from mmengine.registry import MODELS
 
 from ..attention.builder import parse_attention_cfg
+from ..errors import ConfigKeyError
+
+# Where the removed attention went: without it they would place nothing,
+# which the backbones refuse.
+PLACEMENT_KEYS = ('attention_stages', 'attention_position',
+                  'attention_blocks')
 
 
 def _takes_attention(type_) -> bool:
@@ -27,7 +34,8 @@ def attention_key(cfg: Config) -> str:
     ``'model.backbone.attention'``.
 
     Raises:
-        KeyError: The config's model has no part that takes ``attention``.
+        ConfigKeyError: The config's model has no part that takes
+            ``attention`` (a ``KeyError``).
     """
     model = cfg.get('model') or {}
     for part in ('backbone', 'neck'):
@@ -36,7 +44,7 @@ def attention_key(cfg: Config) -> str:
                                       or _takes_attention(sub.get('type'))):
             return f'model.{part}.attention'
     backbone = (model.get('backbone') or {}).get('type')
-    raise KeyError(
+    raise ConfigKeyError(
         f'this config has no attention to swap: its backbone '
         f'{backbone!r} and neck take no `attention`. Use mmsa\'s backbone '
         f"(model.backbone.type='AttnResNet' for mmdet, 'AttnResNetV1c' for "
@@ -48,7 +56,8 @@ def swap_attention(cfg: Config, attention: Optional[Union[str, dict]]
     """Replace the whole attention of ``cfg`` in place.
 
     The new type gets its paper defaults; options of the old type do not
-    carry over. ``None`` (or ``'None'``) removes the attention.
+    carry over. ``None`` (or ``'None'``) removes the attention, and the
+    options that placed it (``attention_stages`` ...), with a warning.
 
     Args:
         cfg (Config): A loaded config.
@@ -66,4 +75,13 @@ def swap_attention(cfg: Config, attention: Optional[Union[str, dict]]
         value = parse_attention_cfg(attention)
     part = cfg.model[key.split('.')[1]]
     part['attention'] = value
+    placed = {k: part[k] for k in PLACEMENT_KEYS
+              if value is None and part.get(k) is not None}
+    if placed:
+        for name in placed:
+            part[name] = None
+        warnings.warn(
+            f'--attention None: also removed '
+            f'{", ".join(f"{k}={v!r}" for k, v in placed.items())}, which '
+            f'placed the removed attention', UserWarning, stacklevel=2)
     return key

@@ -24,6 +24,8 @@ import time
 import zipfile
 from typing import Dict, Optional
 
+from ..errors import WorkDirBusyError
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no flock, no check
@@ -39,10 +41,6 @@ NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
 # Lock files held by this process: the descriptors must stay open (closing
 # one releases its lock) until the process ends.
 _HELD: Dict[str, int] = {}
-
-
-class WorkDirBusyError(RuntimeError):
-    """Another live run holds the work dir."""
 
 
 def _describe(path: str) -> str:

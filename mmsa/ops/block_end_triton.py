@@ -25,6 +25,7 @@ and stored in their own dtype (float32/float16/bfloat16). No atomics: two
 identical calls give identical bits. Offsets are int32 unless a tensor's
 address span needs int64.
 """
+import functools
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
@@ -34,7 +35,8 @@ import triton.language as tl
 from .block_end_reference import PLANE_GATES, PlaneGate
 from .norm_fold import NormFold, fold_moments, update_running_stats
 from .triton_support import (folded, nc_p_strides, needs_int64,
-                             new_like, on_device, plan_tiles, tile)
+                             new_like, on_device, plan_tiles, programs_wanted,
+                             tile)
 
 __all__ = ['block_end_triton', 'BlockEndTriton']
 
@@ -314,16 +316,30 @@ class _Plan:
     plane (split in chunks where planes are too few to fill the device)
     and the element-wise tiles."""
 
-    def __init__(self, z: Tensor, channel_stride: int) -> None:
-        n, c, h, w = z.shape
-        p = h * w
+    def __init__(self, n: int, c: int, p: int, channel_stride: int,
+                 device: torch.device) -> None:
         self.block_c, self.block_p, self.splits, self.chunk = plan_tiles(
-            z.device, n, c, p, channel_stride)
+            device, n, c, p, channel_stride)
         self.grid_reduce = (n * triton.cdiv(c, self.block_c), self.splits)
         self.tile_c, self.tile_p = tile(c, p, channel_stride == 1 and c > 1,
                                         max_p=1024)
         self.grid_tiles = (n * triton.cdiv(c, self.tile_c) *
                            triton.cdiv(p, self.tile_p), )
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_plan(n: int, c: int, p: int, channel_stride: int,
+                 device: torch.device, programs: int) -> _Plan:
+    return _Plan(n, c, p, channel_stride, device)
+
+
+def _plan(z: Tensor, channel_stride: int) -> _Plan:
+    """The plan of ``z``'s shape and layout, made once (a bounded cache:
+    multi-scale training sees many shapes); keyed by the programs wanted
+    too, which decide the splits."""
+    n, c, h, w = z.shape
+    return _cached_plan(n, c, h * w, channel_stride, z.device,
+                        programs_wanted(z.device))
 
 
 def _coefficients(shift: Tensor, mean: Tensor, var: Tensor, plane: int,
@@ -357,7 +373,7 @@ def moments(z: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     z, sz = folded(z, z)
     n, c, h, w = z.shape
     p = h * w
-    plan = _Plan(z, sz[1])
+    plan = _plan(z, sz[1])
     f32 = dict(device=z.device, dtype=torch.float32)
     shift, mean, var = (torch.empty(size, **f32)
                         for size in (c, n * c, n * c))
@@ -386,7 +402,7 @@ def apply(z: Tensor, identity: Optional[Tensor], shift: Tensor,
     channels shuffled in ``shuffle`` groups."""
     z, sz = folded(z, z)
     n, c, h, w = z.shape
-    plan = _Plan(z, sz[1])
+    plan = _plan(z, sz[1])
     y = new_like(z)
     sr = (0, 0, 0)
     if identity is not None:
@@ -412,7 +428,7 @@ def gradient_sums(grad_y: Tensor, z: Tensor, y: Optional[Tensor],
     owe."""
     z, sz = folded(z, z)
     n, c, h, w = z.shape
-    plan = _Plan(z, sz[1])
+    plan = _plan(z, sz[1])
     grad_y, sg = folded(grad_y, z)
     sums = torch.empty(4, n * c, plan.splits, device=z.device,
                        dtype=torch.float32)
@@ -438,7 +454,7 @@ def input_gradients(grad_y: Tensor, z: Tensor, y: Optional[Tensor],
     (else an empty tensor)."""
     z, sz = folded(z, z)
     n, c, h, w = z.shape
-    plan = _Plan(z, sz[1])
+    plan = _plan(z, sz[1])
     grad_y, sg = folded(grad_y, z)
     dz = new_like(z)
     dr = new_like(grad_y) if write_identity else dz.new_empty(0)

@@ -44,6 +44,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..errors import (CheckpointNotFoundError, UnreadableCheckpointError,
+                      UnsafeCheckpointError)
 from .compat import numpy_pickle_functions, safe_globals_accept_names
 
 __all__ = [
@@ -62,14 +64,6 @@ _UNSAFE_HINT = (
 _REDO_HINT = ('Delete it and use an earlier checkpoint of the run, or copy '
               'or download the file again.')
 _ZIP_MAGIC = b'PK\x03\x04'  # torch.save's format since torch 1.6
-
-
-class UnsafeCheckpointError(pickle.UnpicklingError):
-    """A checkpoint that would run code if unpickled; nothing of it ran."""
-
-
-class UnreadableCheckpointError(OSError):
-    """A checkpoint file that is empty, truncated or no checkpoint at all."""
 
 
 def _history_buffer_attribute(obj: Any, name: str) -> Any:
@@ -248,7 +242,8 @@ def safe_load(file: Union[str, os.PathLike, IO[bytes]],
             nothing from it was executed.
         UnreadableCheckpointError: The file is empty, truncated or no torch
             checkpoint.
-        FileNotFoundError: There is no file at the path.
+        CheckpointNotFoundError: There is no file at the path (a
+            ``FileNotFoundError``).
     """
     if isinstance(file, (str, os.PathLike)):
         file = osp.expanduser(os.fspath(file))
@@ -256,7 +251,7 @@ def safe_load(file: Union[str, os.PathLike, IO[bytes]],
         if not osp.isfile(file):
             where = '' if osp.isabs(file) else \
                 f' (relative paths start at {os.getcwd()})'
-            raise FileNotFoundError(
+            raise CheckpointNotFoundError(
                 f'checkpoint {name} does not exist{where}; check the path')
     name = name or repr(file)
     size, head = _size_and_head(file)
@@ -268,13 +263,15 @@ def safe_load(file: Union[str, os.PathLike, IO[bytes]],
     try:
         return _torch_load(file, map_location)
     except pickle.UnpicklingError as err:
+        # what the weights-only unpickler refused to resolve, call or
+        # build (a numpy array of Python objects: numpy.dtypes.ObjectDType)
         refused = re.search(
-            r'GLOBAL ([\w.]+)|unrecognized function '
-            r'`?([\w.]+)', str(err))
+            r"GLOBAL ([\w.]+)|unrecognized function `?([\w.]+)|"
+            r"Can only build .* but got <class '([\w.]+)'>", str(err))
         if refused is None:
             # from None: torch's text advises weights_only=False
             raise _unreadable(name, size, head, err) from None
-        named = refused.group(1) or refused.group(2)
+        named = next(g for g in refused.groups() if g)
         if '.' not in named:  # newer torch names builtins without module
             named = f'builtins.{named}'
         if named in _checkpoint_globals() and _torch_forces_weights_only() \

@@ -158,6 +158,20 @@ def test_unfitting_default_is_lowered_but_an_explicit_value_is_kept():
         _build_part(cfg, 'model.backbone.attention')
 
 
+def test_swap_to_none_also_removes_what_placed_the_attention():
+    """GC's configs put it on stages 2-4 only; without an attention that
+    mask would place nothing, which the backbone refuses."""
+    cfg = _load(CONFIGS / 'faster_rcnn' / 'faster-rcnn_r50-gc_fpn_1x_coco.py')
+    assert cfg.model.backbone.attention_stages == (False, True, True, True)
+    with pytest.warns(UserWarning, match=(
+            r'^--attention None: also removed attention_stages=\(False, '
+            r'True, True, True\), which placed the removed attention$')):
+        swap_attention(cfg, 'None')
+    assert cfg.model.backbone.attention_stages is None
+    part = _build_part(cfg, 'model.backbone.attention')
+    assert part.attention_summary() == {}
+
+
 def test_config_without_an_attention_slot_says_how_to_add_one():
     cfg = Config(dict(model=dict(backbone=dict(type='ResNet', depth=50),
                                  neck=dict(type='FPN'))))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from payloads import HistoryBufferSmuggler, Payload, evil_checkpoint
 
 import mmsa
 import mmsa.utils.checkpoint as checkpoint_module
@@ -19,16 +20,6 @@ from mmsa.utils import (UnreadableCheckpointError, UnsafeCheckpointError,
 from mmsa.utils.compat import safe_globals_accept_names
 
 MMSA = Path(mmsa.__file__).parent
-
-
-class _Payload:
-    """Unpickling this runs code: it writes a file."""
-
-    def __init__(self, target: Path) -> None:
-        self.target = target
-
-    def __reduce__(self):
-        return (exec, (f'open({str(self.target)!r}, "w").write("pwned")', ))
 
 
 @pytest.fixture(params=['torch', 'restricted'])
@@ -43,17 +34,9 @@ def load_path(request, monkeypatch):
     return request.param
 
 
-def _evil_checkpoint(tmp_path: Path) -> tuple:
-    marker = tmp_path / 'payload_ran'
-    path = tmp_path / 'evil.pth'
-    torch.save(dict(state_dict=dict(w=torch.ones(2)), extra=_Payload(marker)),
-               path)
-    return path, marker
-
-
 def test_malicious_pickle_is_refused_and_its_payload_never_runs(
         tmp_path, load_path):
-    path, marker = _evil_checkpoint(tmp_path)
+    path, marker = evil_checkpoint(tmp_path)
     with pytest.raises(UnsafeCheckpointError) as err:
         safe_load(str(path))
     assert not marker.exists()
@@ -64,9 +47,28 @@ def test_malicious_pickle_is_refused_and_its_payload_never_runs(
     assert isinstance(err.value, pickle.UnpicklingError)
 
 
+def test_numpy_object_array_is_refused_as_code_not_as_corrupt(
+        tmp_path, load_path):
+    """An array of Python objects needs their code to load: torch >= 2.6
+    refuses to build it (it names the dtype), mmsa's restricted unpickler
+    the object's function; neither calls it truncated."""
+    marker = tmp_path / 'payload_ran'
+    path = tmp_path / 'stats.pth'
+    torch.save(dict(state_dict=dict(w=torch.ones(2)),
+                    stats=np.array([Payload(marker), 1], dtype=object)),
+               path)
+    with pytest.raises(UnsafeCheckpointError) as err:
+        safe_load(str(path))
+    assert not marker.exists()
+    named = 'builtins.exec' if load_path == 'restricted' else \
+        'numpy.dtypes.ObjectDType'
+    assert f'(it names {named})' in str(err.value)
+    assert 'truncated' not in str(err.value)
+
+
 def test_refusal_never_advises_loading_with_weights_only_false(
         tmp_path, load_path):
-    path, _ = _evil_checkpoint(tmp_path)
+    path, _ = evil_checkpoint(tmp_path)
     with pytest.raises(UnsafeCheckpointError) as err:
         safe_load(str(path))
     msg = str(err.value)
@@ -78,7 +80,7 @@ def test_refusal_never_advises_loading_with_weights_only_false(
 def test_refusal_reads_the_same_on_every_torch(tmp_path, monkeypatch):
     if not safe_globals_accept_names():
         pytest.skip('only one loading path on this torch (< 2.6)')
-    path, marker = _evil_checkpoint(tmp_path)
+    path, marker = evil_checkpoint(tmp_path)
     with pytest.raises(UnsafeCheckpointError) as by_torch:
         safe_load(str(path))
     monkeypatch.setattr(checkpoint_module, 'safe_globals_accept_names',
@@ -99,7 +101,7 @@ def test_malicious_pickle_is_refused_by_the_converter_tool(tmp_path):
     spec.loader.exec_module(tool)
     marker = tmp_path / 'payload_ran'
     path = tmp_path / 'evil.pth'
-    torch.save(_Payload(marker), path)
+    torch.save(Payload(marker), path)
     with pytest.raises(SystemExit, match='Refusing to load'):
         tool.main(
             ['--from', 'torchvision',
@@ -322,15 +324,8 @@ def test_mmengine_checkpoint_resumes_under_weights_only(tmp_path, monkeypatch):
 
 
 def test_safe_getattr_allows_only_history_buffer_methods(tmp_path, load_path):
-    from mmengine.logging.history_buffer import HistoryBuffer
-
-    class Smuggler:
-
-        def __reduce__(self):
-            return (getattr, (HistoryBuffer, '__init__'))
-
     path = tmp_path / 'smuggle.pth'
-    torch.save(dict(x=Smuggler()), path)
+    torch.save(dict(x=HistoryBufferSmuggler(tmp_path / 'ran')), path)
     with pytest.raises(UnsafeCheckpointError):
         safe_load(str(path))
 
@@ -426,7 +421,7 @@ def test_payload_never_runs_through_any_checkpoint_entry_point(
         pytest.importorskip('mmdet')
     if forced == 'no_weights_only':
         monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
-    path, marker = _evil_checkpoint(tmp_path)
+    path, marker = evil_checkpoint(tmp_path)
     with pytest.raises((UnsafeCheckpointError, SystemExit)) as err:
         load(path, tmp_path / 'work')
     assert not marker.exists()
@@ -458,7 +453,7 @@ def test_downloaded_checkpoint_loads_weights_only(tmp_path, monkeypatch, url):
     from mmengine.runner.checkpoint import CheckpointLoader
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
     monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
-    path, marker = _evil_checkpoint(tmp_path)
+    path, marker = evil_checkpoint(tmp_path)
     fetched = []
 
     def download(src, dst, *args, **kwargs):

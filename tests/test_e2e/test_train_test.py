@@ -14,6 +14,7 @@ from e2e_utils import (DET_CONFIGS, ROOT, SEG_CONFIG, check, data_options,
 
 SHORT_DET = ['train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
              'default_hooks.checkpoint.interval=1']
+CONFIG = str(DET_CONFIGS['faster_rcnn'])
 
 
 @pytest.mark.slow
@@ -95,34 +96,43 @@ def _weights(path):
 def test_resume_after_kill_gives_same_weights_and_metrics(tiny_data,
                                                           tmp_path):
     import mmsa  # noqa: F401  (allow-lists mmengine's checkpoint types)
-    config = str(DET_CONFIGS['faster_rcnn'])
     opts = ['--cfg-options', *data_options(tiny_data),
             'train_cfg.max_epochs=3', 'train_cfg.val_interval=3',
             'default_hooks.checkpoint.interval=1',
             'default_hooks.checkpoint.max_keep_ckpts=3',
             'param_scheduler.1.milestones=[2]']
-    full = tmp_path / 'full'
-    check(run_tool(['tools/train.py', config, '--work-dir', str(full),
-                    *opts]))
-
-    cut = tmp_path / 'cut'
-    proc = subprocess.Popen(
-        [sys.executable, 'tools/train.py', config, '--work-dir', str(cut),
-         *opts], cwd=ROOT, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
+    full, cut, proc = _run_and_start_again(
+        tmp_path, opts, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
+    # a checkpoint appears only complete: written aside, then renamed
     while not (cut / 'epoch_2.pth').exists() and proc.poll() is None:
         assert time.time() < deadline
         time.sleep(0.2)
-    time.sleep(1.0)  # let the checkpoint file be complete
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (cut / 'finished.json').exists()
     assert not (cut / 'epoch_3.pth').exists(), 'killed too late'
-    check(run_tool(['tools/train.py', config, '--work-dir', str(cut),
+    check(run_tool(['tools/train.py', CONFIG, '--work-dir', str(cut),
                     '--resume', *opts]))
+    _assert_same_run(full, cut, 'epoch_3.pth')
 
-    a, b = _weights(full / 'epoch_3.pth'), _weights(cut / 'epoch_3.pth')
+
+def _run_and_start_again(tmp_path, opts, **popen):
+    """Train ``CONFIG`` with ``opts`` into ``full``; start the same run
+    into ``cut`` as a process to interrupt."""
+    full, cut = tmp_path / 'full', tmp_path / 'cut'
+    check(run_tool(['tools/train.py', CONFIG, '--work-dir', str(full),
+                    *opts]))
+    proc = subprocess.Popen(
+        [sys.executable, 'tools/train.py', CONFIG, '--work-dir', str(cut),
+         *opts], cwd=ROOT, **popen)
+    return full, cut, proc
+
+
+def _assert_same_run(full, cut, checkpoint: str) -> None:
+    """The runs in ``full`` and ``cut`` ended with the same weights and
+    metrics."""
+    a, b = _weights(full / checkpoint), _weights(cut / checkpoint)
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
@@ -151,12 +161,13 @@ def test_checkpoint_the_disk_cannot_hold_is_one_line_and_removed(tiny_data,
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines()
               if line.startswith('error:')]
+    # the checkpoint was written aside: its partial file is already gone
     assert errors == [
-        f'error: OSError: File too large while writing in {work}; removed '
-        f'the incomplete {work}/epoch_1.pth; no checkpoint was complete '
-        f'yet; free space (or raise the quota or file size limit) and '
-        f'continue the run with --resume'], result.stderr[-3000:]
-    assert not list(work.glob('*.pth'))
+        f'error: OSError: File too large while writing in {work}; no '
+        f'checkpoint was complete yet; free space (or raise the quota or '
+        f'file size limit) and continue the run with --resume'
+    ], result.stderr[-3000:]
+    assert not list(work.glob('*.pth*'))
     assert read_json(work / 'failed.json')['error'] == 'OSError'
 
 
@@ -227,3 +238,89 @@ def test_missing_checkpoint_for_test_is_one_clear_error(tmp_path):
     assert result.returncode == 1
     assert f'checkpoint {tmp_path}/nope.pth does not exist' in result.stderr
     assert 'Traceback' not in result.stderr
+
+
+def _errors(result) -> list:
+    return [line for line in result.stderr.splitlines()
+            if line.startswith('error:')]
+
+
+@pytest.mark.slow
+def test_sigterm_mid_epoch_then_resume_gives_the_same_weights(tiny_data,
+                                                              tmp_path):
+    """16 images, batch 4: SIGTERM during epoch 1 of 2, then --resume."""
+    opts = ['--cfg-options', *data_options(tiny_data),
+            'train_cfg.max_epochs=2', 'train_cfg.val_interval=2',
+            'default_hooks.checkpoint.interval=1',
+            'default_hooks.logger.interval=1']
+    full, cut, proc = _run_and_start_again(
+        tmp_path, opts, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env={**os.environ, 'OMP_NUM_THREADS': '2'})
+    for line in proc.stdout:
+        if 'Epoch(train) [1][1/4]' in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    stopped = read_json(cut / 'interrupted.json')
+    assert 1 <= stopped['iteration'] <= 3, stopped  # mid-epoch
+    assert err.strip().splitlines()[-1] == (
+        f'stopped: SIGTERM: training stopped after iteration '
+        f'{stopped["iteration"]} (epoch 1, batch {stopped["iteration"]} of '
+        f'4) and saved {stopped["checkpoint"]}, which last_checkpoint '
+        f'names; continue with the same command plus --resume')
+    assert not (cut / 'finished.json').exists()
+
+    check(run_tool(['tools/train.py', CONFIG, '--work-dir', str(cut),
+                    '--resume', *opts]))
+    _assert_same_run(full, cut, 'epoch_2.pth')
+    assert not (cut / 'interrupted.json').exists()
+
+
+@pytest.mark.slow
+def test_diverging_run_stops_at_the_first_non_finite_loss(tiny_data,
+                                                          tmp_path):
+    work = tmp_path / 'work'
+    result = run_tool(['tools/train.py', str(DET_CONFIGS['faster_rcnn']),
+                       '--work-dir', str(work), '--cfg-options',
+                       *data_options(tiny_data), *SHORT_DET,
+                       'optim_wrapper.optimizer.lr=1000',
+                       'param_scheduler=None'])
+    assert result.returncode == 1
+    errors = _errors(result)
+    assert len(errors) == 1 and errors[0].startswith(
+        'error: NonFiniteLossError: the loss is not finite at iteration '), \
+        result.stderr[-3000:]
+    assert 'Traceback' not in result.stderr
+    assert result.stdout.count('the loss jumped to') == 1
+    failed = read_json(work / 'failed.json')
+    assert failed['error'] == 'NonFiniteLossError'
+    assert f'iteration {failed["iteration"]} ' in errors[0]
+    assert 'loss' in failed['terms']
+    assert not list(work.glob('*.pth')) and not (work /
+                                                 'finished.json').exists()
+
+
+@pytest.mark.slow
+def test_image_that_fails_to_decode_in_a_worker_is_one_line(tiny_data,
+                                                             tmp_path):
+    """A file preflight did not decode (headers only) fails in a data
+    worker during training: one line naming it, not a worker traceback."""
+    root = tmp_path / 'data'
+    shutil.copytree(tiny_data, root)
+    broken = root / 'coco' / 'train' / 'train_00005.jpg'
+    data = broken.read_bytes()
+    broken.write_bytes(data[:len(data) // 2])
+    work = tmp_path / 'work'
+    result = run_tool(['tools/train.py', str(DET_CONFIGS['faster_rcnn']),
+                       '--work-dir', str(work), '--cfg-options',
+                       *data_options(root), *SHORT_DET,
+                       'preflight.decode=header',
+                       'train_dataloader.num_workers=1'], timeout=600)
+    assert result.returncode == 1
+    errors = _errors(result)
+    assert len(errors) == 1 and errors[0].startswith(
+        f'error: DataLoadError: {broken}: LoadImageFromFile failed while '
+        f'training read it'), result.stderr[-3000:]
+    assert 'Traceback' not in result.stderr
+    assert read_json(work / 'failed.json')['error'] == 'DataLoadError'

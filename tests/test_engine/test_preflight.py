@@ -4,12 +4,14 @@ import logging
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 
-from mmsa.datasets import CLASSES, generate
+from mmsa.datasets import CLASSES, SEG_CLASSES, generate
 from mmsa.engine.preflight import DatasetError, check_datasets
+from mmsa.errors import ConfigError
 
 
 @pytest.fixture(scope='module')
@@ -64,6 +66,13 @@ def warnings(caplog):
     logger.removeHandler(caplog.handler)
 
 
+def the_report(warnings) -> str:
+    """The preflight's one report of what mmdet would drop."""
+    report, = [r.getMessage() for r in warnings.records
+               if 'mmdet would drop' in r.getMessage()]
+    return report
+
+
 def test_clean_demo_data_passes_without_a_report(coco, warnings):
     run(config(coco))
     assert not [r for r in warnings.records if 'mmdet would drop'
@@ -108,8 +117,7 @@ def test_unknown_category_ids_are_counted_and_named(coco, warnings):
     cfg = config(coco)
     cfg.preflight = dict(max_drop_ratio=1)
     run(cfg)
-    report, = [r.getMessage() for r in warnings.records
-               if 'mmdet would drop' in r.getMessage()]
+    report = the_report(warnings)
     assert (f'of {len(data["annotations"])} annotations on 8 images, mmdet '
             f'would drop 1 with a category_id not among the classes '
             f"(category_id 7; classes: {CLASSES})") in report
@@ -137,8 +145,7 @@ def test_boxes_outside_and_images_without_boxes_are_reported(coco,
     cfg = config(coco)
     cfg.preflight = dict(max_drop_ratio=0.5)
     run(cfg)
-    report, = [r.getMessage() for r in warnings.records
-               if 'mmdet would drop' in r.getMessage()]
+    report = the_report(warnings)
     assert 'mmdet would drop 1 outside their image; 1 image(s) with no ' \
         'annotation of the classes' in report
 
@@ -195,3 +202,120 @@ def test_bad_preflight_option_is_explained(coco, preflight):
     cfg.preflight = preflight
     with pytest.raises(ValueError, match='preflight'):
         run(cfg)
+
+
+def truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) * 2 // 3])
+
+
+@pytest.mark.parametrize('decode,refused', [('auto', True), ('full', True),
+                                            ('header', False)])
+def test_image_cut_short_is_found_where_images_are_decoded(
+        coco, decode, refused):
+    truncate(coco / 'train' / 'train_00003.jpg')
+    cfg = config(coco)
+    cfg.preflight = dict(decode=decode)
+    if not refused:  # its header is whole
+        run(cfg)
+        return
+    with pytest.raises(DatasetError, match=(
+            rf'image file {coco}/train/train_00003.jpg \(images\[3\] of '
+            r'.*\) cannot be read: its image data is truncated or corrupt')):
+        run(cfg)
+
+
+def test_large_sets_are_decoded_fully_only_when_asked(coco, monkeypatch):
+    import mmsa.engine.preflight as preflight
+    truncate(coco / 'train' / 'train_00003.jpg')
+    monkeypatch.setattr(preflight, 'FULL_DECODE_BYTES', 1000)
+    run(config(coco))  # 'auto': too large to decode, headers only
+    cfg = config(coco)
+    cfg.preflight = dict(decode='full')
+    with pytest.raises(DatasetError, match='truncated or corrupt'):
+        run(cfg)
+
+
+def test_unknown_decode_mode_is_explained(coco):
+    cfg = config(coco)
+    cfg.preflight = dict(decode='fast')
+    with pytest.raises(ConfigError, match=(
+            r"preflight.decode='fast': choose one of \['auto', 'header', "
+            r"'full'\]")):
+        run(cfg)
+
+
+def test_polygons_under_three_points_are_counted_as_mmdet_drops_them(
+        coco, warnings):
+    def degenerate(data):
+        data['annotations'][0]['segmentation'] = [[1, 1, 9, 9]]
+        data['annotations'][1]['segmentation'].append([3, 3, 5, 5])
+
+    edit(coco, 'train', degenerate)
+    masks = [dict(type='LoadImageFromFile'),
+             dict(type='LoadAnnotations', with_bbox=True, with_mask=True)]
+    cfg = config(coco, pipeline=masks)
+    cfg.preflight = dict(max_drop_ratio=0.5)
+    run(cfg)
+    report = the_report(warnings)
+    assert 'mmdet would drop 1 whose polygons all have fewer than 3 ' \
+        'points (masks); 2 polygon(s) with fewer than 3 points' in report
+    warnings.clear()
+    run(config(coco))  # boxes only: the polygons are not used
+    assert not [r for r in warnings.records
+                if 'mmdet would drop' in r.getMessage()]
+
+
+def test_zero_area_boxes_are_counted(coco, warnings):
+    edit(coco, 'train', lambda d: d['annotations'][2].update(area=0))
+    cfg = config(coco)
+    cfg.preflight = dict(max_drop_ratio=0.5)
+    run(cfg)
+    report = the_report(warnings)
+    assert 'mmdet would drop 1 with width or height < 1 px (or area <= 0)' \
+        in report
+
+
+@pytest.fixture(scope='module')
+def demo_ade(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp('preflight_ade')
+    generate(str(root), num_train=4, num_val=2, seed=3, size=(128, 128))
+    return root / 'ade'
+
+
+def seg_config(root: Path, **extra) -> Config:
+    return Config(dict(
+        default_scope='mmseg',
+        train_dataloader=dict(dataset=dict(
+            type='BaseSegDataset', data_root=str(root),
+            metainfo=dict(classes=SEG_CLASSES), reduce_zero_label=True,
+            img_suffix='.jpg', seg_map_suffix='.png',
+            data_prefix=dict(img_path='images/training',
+                             seg_map_path='annotations/training'),
+            **extra))))
+
+
+@pytest.mark.parametrize('value,refused', [(255, False),
+                                           (len(SEG_CLASSES), False),
+                                           (len(SEG_CLASSES) + 1, True),
+                                           (200, True)])
+def test_label_values_that_are_no_class_are_refused(demo_ade, tmp_path,
+                                                    value, refused):
+    """With reduce_zero_label, file values 1..n are the n classes, 0 and
+    255 are ignored."""
+    pytest.importorskip('mmseg')
+    from PIL import Image
+    root = Path(shutil.copytree(demo_ade, tmp_path / 'ade'))
+    path = root / 'annotations' / 'training' / 'training_00001.png'
+    labels = np.array(Image.open(path))
+    labels[5:9, 5:9] = value
+    Image.fromarray(labels).save(path)
+    if not refused:
+        check_datasets(seg_config(root), ['train_dataloader'])
+        return
+    with pytest.raises(DatasetError, match=(
+            rf'train_dataloader.dataset: label map {path} holds value\(s\) '
+            rf'{value}, which are neither a class \(0 to '
+            rf'{len(SEG_CLASSES) - 1} in the file, 1 to num_classes once '
+            r'reduce_zero_label subtracts 1\) nor ignore_index=255')):
+        check_datasets(seg_config(root), ['train_dataloader'])

@@ -16,13 +16,15 @@ from mmsa.engine.workdir import (LOCK_FILE, WorkDirBusyError, lock_work_dir,
                                  unlock_work_dir)
 
 ROOT = Path(__file__).resolve().parents[2]
-WORKDIR_PY = ROOT / 'mmsa' / 'engine' / 'workdir.py'
-# workdir.py imports nothing of mmsa: loaded by path, a holder starts fast
+# workdir.py imports only mmsa.errors: with mmsa's package __init__s left
+# out, a holder starts fast
 HOLDER = f'''
-import importlib.util, sys, time
-spec = importlib.util.spec_from_file_location('workdir', {str(WORKDIR_PY)!r})
-workdir = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(workdir)
+import sys, time, types
+for name in ('mmsa', 'mmsa.engine'):
+    package = types.ModuleType(name)
+    package.__path__ = [{str(ROOT)!r} + '/' + name.replace('.', '/')]
+    sys.modules[name] = package
+from mmsa.engine import workdir
 workdir.lock_work_dir(sys.argv[1])
 print('locked', flush=True)
 time.sleep(120)

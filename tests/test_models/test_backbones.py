@@ -11,6 +11,7 @@ from mmseg.models.backbones import ResNetV1c as SegResNetV1c  # noqa: E402
 
 from mmsa.attention import (BAM, CBAM, EfficientChannelAttention,  # noqa
                             ShuffleAttention, SqueezeExcitation)
+from mmsa.errors import ConfigError, ConfigKeyError, ConfigTypeError  # noqa
 from mmsa.models.backbones.det_resnet import AttnResNet  # noqa: E402
 from mmsa.ops import cpu_kernel_isa  # noqa: E402
 from mmsa.models.backbones.seg_resnet import AttnResNetV1c  # noqa: E402
@@ -351,7 +352,7 @@ def test_bad_attention_in_backbone_names_the_value():
 
 
 @pytest.mark.parametrize('mask,stages', [
-    ('TFTF', [1, 3]), ('FFFF', []), ('fttt', [2, 3, 4]),
+    ('TFTF', [1, 3]), ('fttt', [2, 3, 4]),
     ((0, 1, 1, 0), [2, 3]), ([True, False, False, True], [1, 4])])
 def test_stage_mask_letters_are_read_as_letters_not_truthy(mask, stages):
     model = AttnResNet(depth=50, attention=dict(type='SE'),
@@ -385,6 +386,77 @@ def test_stage_mask_without_its_attention_is_an_error(kwargs, key):
                        rf'{key} is None, so no stage would get attention; '
                        rf"set {key}=dict\(type='SA'\)"):
         AttnResNet(depth=50, **kwargs)
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(attention_position='after_conv2'),
+     r"^attention_position='after_conv2' is set but attention is None, so "
+     r"no stage would get attention; set attention=dict\(type='SA'\) \(or "
+     r'another type\) or remove attention_position'),
+    (dict(attention_blocks='last'),
+     r"^attention_blocks='last' is set but attention is None"),
+    (dict(attention_stages='FTTT', attention_blocks='last'),
+     r"^attention_stages='FTTT', attention_blocks='last' are set but "
+     r'attention is None.* or remove attention_stages and attention_blocks '
+     r'\(attention_stages=None where a base config sets it\)'),
+])
+def test_placement_without_attention_is_refused_naming_the_key(
+        kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        AttnResNet(depth=18, **kwargs)
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(attention=dict(type='SE'), attention_stages='FFFF'),
+     r"^attention_stages='FFFF' selects no stage, so attention is built "
+     r"nowhere; select the stages to get it \(e.g. attention_stages="
+     r"'FTTT'\) or set attention=None"),
+    (dict(attention=dict(type='SE'),
+          attention_stages=(True, False, False, False)),
+     None),
+    (dict(attention=[None] * 4),
+     r'^attention=\[None, None, None, None\] gives no stage an attention; '
+     r'set attention=None'),
+    (dict(attention=[dict(type='SE'), None, None, None],
+          attention_stages='FTTT'),
+     r"^attention_stages='FTTT' selects no stage"),
+    (dict(stage_attention=dict(type='BAM'), stage_attention_stages='FFFF'),
+     r"^stage_attention_stages='FFFF' selects no stage"),
+])
+def test_attention_that_would_be_built_nowhere_is_refused(kwargs, message):
+    if message is None:  # one stage is enough
+        model = AttnResNet(depth=18, **kwargs)
+        assert model.attention_summary() == {'SqueezeExcitation': 2}
+        return
+    with pytest.raises(ConfigError, match=message):
+        AttnResNet(depth=18, **kwargs)
+
+
+def test_default_placement_given_explicitly_still_builds():
+    default = AttnResNet(depth=18, attention=dict(type='SE'))
+    explicit = AttnResNet(depth=18, attention=dict(type='SE'),
+                          attention_position='after_conv3',
+                          attention_blocks='all')
+    assert explicit.attention_position == default.attention_position == \
+        'after_conv3'
+    assert explicit.attention_summary() == default.attention_summary() == \
+        {'SqueezeExcitation': 8}
+
+
+def test_attention_errors_are_config_errors_that_name_the_block():
+    with pytest.raises(ConfigError, match=r'^layer1\.0, after_conv3 \(64 '
+                       r'channels\): SA\(in_channels=64, groups=64\)'):
+        AttnResNet(depth=18, attention=dict(type='SA', groups=64))
+    with pytest.raises(ConfigTypeError, match=r"^layer1\.0, after_conv3 "
+                       r"\(64 channels\): ECA: unknown option\(s\) "
+                       r"\['kernal_size'\]"):
+        AttnResNet(depth=18, attention=dict(type='ECA', kernal_size=3))
+    with pytest.raises(ConfigKeyError, match="Unknown attention type 'SAA'"):
+        AttnResNet(depth=18, attention=dict(type='SAA'))
+    with pytest.raises(ConfigError, match=r'^stage_attention after layer1 '
+                       r'\(64 channels\): BAM'):
+        AttnResNet(depth=18, stage_attention=dict(type='BAM',
+                                                  reduction=1000))
 
 
 @pytest.mark.parametrize('attention,plugin,names', [

@@ -9,6 +9,7 @@ pytest.importorskip('mmdet')
 from mmdet.models.necks import FPN  # noqa: E402
 
 from mmsa.attention import EfficientChannelAttention, ShuffleAttention  # noqa
+from mmsa.errors import ConfigError  # noqa: E402
 from mmsa.models import AttnNeck  # noqa: E402
 
 FPN_CFG = dict(type='FPN', in_channels=[256, 512, 1024, 2048],
@@ -43,16 +44,34 @@ def test_no_neck_gates_backbone_levels_for_upernet():
     assert [a.kernel_size for a in hooked.attentions] == [5, 5, 5, 7]
 
 
-def test_groups_adapt_per_level_and_say_so(capsys):
+def test_default_groups_adapt_per_level_with_a_warning(capsys):
     MMLogger.get_instance('mmsa-test-neck')
     hooked = AttnNeck(neck=None, in_channels=[96, 256],
-                      attention=dict(type='SA', groups=64))
+                      attention=dict(type='SA'))
     assert [a.groups for a in hooked.attentions] == [48, 64]
-    assert 'uses groups=48 (asked 64' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert 'WARNING' in out and 'AttnNeck level 0 (96 channels): SA(' \
+        'in_channels=96, groups=64): in_channels must be divisible' in out
+    assert 'the neck uses ShuffleAttention(in_channels=96, groups=48' in out
+    assert 'level 1' not in out  # 64 groups fit 256 channels
+
+
+def test_groups_written_in_the_config_are_never_changed():
+    with pytest.raises(ConfigError, match=(
+            r'^AttnNeck level 0 \(96 channels\): SA\(in_channels=96, '
+            r'groups=64\): in_channels must be divisible by 2\*groups=128; '
+            r'try groups=16 or 48')):
+        AttnNeck(neck=None, in_channels=[96, 256],
+                 attention=dict(type='SA', groups=64))
+    with pytest.raises(ConfigError, match=r'level 0 \(64 channels\): '
+                       r'SGE\(in_channels=64, groups=48\)'):
+        AttnNeck(neck=FPN_CFG | dict(out_channels=64),
+                 attention=dict(type='SGE', groups=48))
 
 
 def test_strict_groups_fail_with_the_module_message():
-    with pytest.raises(ValueError, match=r'SA\(in_channels=96, groups=64\)'):
+    with pytest.raises(ConfigError,
+                       match=r'SA\(in_channels=96, groups=64\)'):
         AttnNeck(neck=None, in_channels=[96], attention=dict(type='SA'),
                  adapt_groups=False)
 

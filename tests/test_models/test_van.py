@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from testing_utils import assert_close, load_tool, num_params, randomize_
 
 from mmsa.attention import LargeKernelAttention
+from mmsa.converters import WrongSourceError
 from mmsa.converters.van import convert_van
 from mmsa.models import VAN
 from mmsa.models.backbones.van import VANBlock
@@ -300,7 +301,7 @@ def test_converter_loads_official_checkpoint_strictly():
 
 
 def test_converter_rejects_other_checkpoints():
-    with pytest.raises(KeyError, match='patch_embed1.proj.weight'):
+    with pytest.raises(WrongSourceError, match='patch_embed1.proj.weight'):
         convert_van({'conv1.weight': torch.zeros(1)})
 
 

@@ -267,7 +267,7 @@ def test_element_wise_grid_is_one_axis_whatever_the_plane_size(
     z = torch.empty(1, 64, 2000, 1500, device='meta')
     if channels_last:
         z = z.contiguous(memory_format=torch.channels_last)
-    plan = block_end_triton._Plan(z, support.nc_p_strides(z)[1])
+    plan = block_end_triton._plan(z, support.nc_p_strides(z)[1])
     assert len(plan.grid_tiles) == 1 and plan.grid_tiles[0] > 65535
     assert plan.grid_reduce[1] <= 64
 
@@ -767,6 +767,9 @@ SYNC_WORKER = textwrap.dedent('''
                         buffers={k: b.cpu()
                                  for k, b in norm.named_buffers()}),
                    f'{out_dir}/rank{rank}.pth')
+        # both ranks done before either tears gloo down (a rank leaving
+        # while the other still talks aborts it)
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -19,7 +19,6 @@ labels with their scores, labels placed so they do not overlap; and
 import argparse
 import os
 import os.path as osp
-import sys
 from typing import List, Optional, Sequence, Tuple
 
 import cv2
@@ -33,6 +32,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import mmsa  # noqa: E402,F401
 from mmsa.attention import ShuffleAttention  # noqa: E402
 from mmsa.attention.shuffle_attention import sa_gates  # noqa: E402
+from mmsa.engine import check_checkpoint  # noqa: E402
+from mmsa.engine.cli import load_config, run_cli  # noqa: E402
+from mmsa.engine.model_check import check_model  # noqa: E402
+from mmsa.errors import ConfigError, DatasetError  # noqa: E402
 
 DETECTION_SIZE = 640  # px, the longer side of detections.png
 LABEL_SCALE = 0.5
@@ -61,8 +64,8 @@ def find_sa(backbone: torch.nn.Module,
     found = [(name.rsplit('.', 1)[0], m) for name, m in
              backbone.named_modules() if isinstance(m, ShuffleAttention)]
     if not found:
-        raise ValueError('the backbone has no SA module; use an SA config '
-                         '(attention=dict(type=\'SA\'))')
+        raise ConfigError('the backbone has no SA module; use an SA config '
+                          '(attention=dict(type=\'SA\'))')
     if blocks is None:
         last = {}
         for name, module in found:
@@ -71,8 +74,9 @@ def find_sa(backbone: torch.nn.Module,
     by_name = dict(found)
     missing = [b for b in blocks if b not in by_name]
     if missing:
-        raise ValueError(f'--blocks {" ".join(missing)}: no SA module there; '
-                         f'blocks with SA: {", ".join(n for n, _ in found)}')
+        raise ConfigError(
+            f'--blocks {" ".join(missing)}: no SA module there; blocks with '
+            f'SA: {", ".join(n for n, _ in found)}')
     return [(b, by_name[b]) for b in blocks]
 
 
@@ -187,9 +191,12 @@ def draw_attention(image: np.ndarray, maps: List[tuple], title: str):
 def main() -> None:
     args = parse_args()
     if not osp.isfile(args.image):
-        sys.exit(f'error: image {args.image} does not exist')
+        raise DatasetError(f'image {args.image} does not exist')
+    cfg = load_config(args.config, None)
+    # a refused, unreadable or foreign checkpoint before anything runs
+    check_checkpoint(args.checkpoint, check_model(cfg), strict=True)
     from mmdet.apis import inference_detector, init_detector
-    model = init_detector(args.config, args.checkpoint, device='cpu')
+    model = init_detector(cfg, args.checkpoint, device='cpu')
     blocks = find_sa(model.backbone, args.blocks)
     captured = {}
     handles = [
@@ -226,4 +233,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main)

@@ -18,8 +18,9 @@ import sys
 
 import torch
 
-from mmsa.converters import SOURCES, ConversionError, convert
-from mmsa.utils import UnsafeCheckpointError, safe_load
+from mmsa.converters import SOURCES, convert
+from mmsa.errors import MMSAError
+from mmsa.utils import safe_load
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -59,7 +60,7 @@ def main(argv=None) -> None:
                                            depth=args.depth,
                                            target=args.target,
                                            attention=args.attention)
-    except (ConversionError, UnsafeCheckpointError, OSError) as err:
+    except MMSAError as err:  # refused, unreadable, or not that source
         sys.exit(f'error: {args.src}: {err}')
     dst_dir = osp.dirname(osp.abspath(args.dst))
     os.makedirs(dst_dir, exist_ok=True)

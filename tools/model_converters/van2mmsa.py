@@ -18,7 +18,8 @@ import mmengine
 import torch
 
 from mmsa.converters.van import convert_van
-from mmsa.utils import UnsafeCheckpointError, safe_load
+from mmsa.errors import MMSAError
+from mmsa.utils import safe_load
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -37,9 +38,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         # weights only; the ``args`` Namespace timm's training script
         # stores is among the plain values safe_load allows
         checkpoint = safe_load(args.src)
-    except (UnsafeCheckpointError, OSError) as err:
+        state_dict = convert_van(checkpoint)
+    except MMSAError as err:  # refused, unreadable, or no VAN
         sys.exit(f'error: {err}')
-    state_dict = convert_van(checkpoint)
     Path(args.dst).parent.mkdir(parents=True, exist_ok=True)
     meta = dict(source=osp.basename(args.src),
                 converter='tools/model_converters/van2mmsa.py',

@@ -13,7 +13,9 @@ import torch.nn as nn
 import torch.utils.checkpoint as cp
 
 from ...attention import build_attention
+from ...errors import ConfigError, ConfigKeyError
 from ...ops import block_end
+from ..utils import attention_config_errors
 
 POSITIONS = ('after_conv1', 'after_conv2', 'after_conv3')
 BLOCK_CHOICES = ('all', 'last')
@@ -55,13 +57,11 @@ class AttentionBlockMixin:
                 p: []
                 for p in POSITIONS
             }
-        try:
+        # The module's message names its channels; say which block.
+        where = getattr(self, 'attention_path', type(self).__name__)
+        with attention_config_errors(f'{where}, {position} ({channels} '
+                                     f'channels)'):
             module = build_attention(cfg, channels)
-        except (ValueError, TypeError) as err:
-            # The module's message names its channels; say which block.
-            where = getattr(self, 'attention_path', type(self).__name__)
-            raise type(err)(f'{where}, {position} ({channels} channels): '
-                            f'{err}') from None
         name = attention_name(module, dict(self.named_children()))
         self.add_module(name, module)
         self.attention_names[position].append(name)
@@ -169,7 +169,7 @@ def per_stage(value, num_stages: int, what: str) -> list:
     """Expand a single value to one per stage, or check a per-stage list."""
     if isinstance(value, (list, tuple)):
         if len(value) != num_stages:
-            raise ValueError(
+            raise ConfigError(
                 f'{what} has {len(value)} entries but the backbone has '
                 f'num_stages={num_stages}; give one per stage or a single '
                 f'value for all')
@@ -193,17 +193,17 @@ def stage_mask(value, num_stages: int, what: str) -> List[bool]:
         letters = value.upper()
         if len(letters) == num_stages and set(letters) <= set('TF'):
             return [c == 'T' for c in letters]
-        raise ValueError(f'{what}={value!r} is not a stage mask; {fix}')
+        raise ConfigError(f'{what}={value!r} is not a stage mask; {fix}')
     if not isinstance(value, (list, tuple)):
-        raise ValueError(f'{what}={value!r} is not a stage mask; {fix}')
+        raise ConfigError(f'{what}={value!r} is not a stage mask; {fix}')
     if len(value) != num_stages:
-        raise ValueError(
+        raise ConfigError(
             f'{what} has {len(value)} entries but the backbone has '
             f'num_stages={num_stages}; {fix}')
     bad = [v for v in value if not (isinstance(v, bool) or
                                     (isinstance(v, int) and v in (0, 1)))]
     if bad:
-        raise ValueError(f'{what}={value!r}: entries must be True/False, '
+        raise ConfigError(f'{what}={value!r}: entries must be True/False, '
                          f'got {bad[0]!r}; {fix}')
     return [bool(v) for v in value]
 
@@ -221,7 +221,7 @@ def check_not_also_a_plugin(block: nn.Module, name: str, position: str,
         plugin = getattr(block, plugin_name)
         if isinstance(plugin, type(module)) or isinstance(module,
                                                           type(plugin)):
-            raise ValueError(
+            raise ConfigError(
                 f'attention ({where}.{name}: {type(module).__name__}) and '
                 f'a plugins entry ({where}.{plugin_name}: '
                 f'{type(plugin).__name__}) are both at {position}, so every '
@@ -232,38 +232,48 @@ def check_not_also_a_plugin(block: nn.Module, name: str, position: str,
 class AttentionResNetMixin:
     """Adds block-level and stage-level attention to a ResNet backbone.
 
+    Every option given has an effect, or the backbone is refused with a
+    :class:`~mmsa.errors.ConfigError` naming it: a placement option
+    (``attention_stages``, ``attention_position``, ``attention_blocks``,
+    ``stage_attention_stages``) without its attention, or a stage mask or
+    per-stage list that leaves no stage an attention.
+
     Args (keyword, in addition to the framework ResNet's):
         attention (str | dict | list, optional): Block attention, e.g.
             ``dict(type='SA', groups=64)``; a list gives one config (or None)
             per stage. None: the plain ResNet, bit-identical to the
             framework's with the same seed. Defaults to None.
-        attention_stages (Sequence[bool]): Stages whose blocks get the
-            attention. Defaults to all.
-        attention_position (str): ``'after_conv1'``, ``'after_conv2'`` or
-            ``'after_conv3'`` (after the last norm, before the residual add,
-            as in SE/ECA/SA). Defaults to ``'after_conv3'``.
-        attention_blocks (str | Sequence[str]): ``'all'`` blocks of a stage
-            or only its ``'last'`` (the SA author's advice for speed); one
-            value or one per stage. Defaults to ``'all'``.
+        attention_stages (Sequence[bool], optional): Stages whose blocks
+            get the attention. Defaults to None: all.
+        attention_position (str, optional): ``'after_conv1'``,
+            ``'after_conv2'`` or ``'after_conv3'`` (after the last norm,
+            before the residual add, as in SE/ECA/SA). Defaults to None:
+            ``'after_conv3'``.
+        attention_blocks (str | Sequence[str], optional): ``'all'`` blocks
+            of a stage or only its ``'last'`` (the SA author's advice for
+            speed); one value or one per stage. Defaults to None: ``'all'``.
         stage_attention (str | dict | list, optional): Stage-level attention
             applied to a stage's output before the next stage (BAM sits
             after layer1..3). Defaults to None.
-        stage_attention_stages (Sequence[bool]): Stages after which the
-            stage attention runs. Defaults to all but the last.
+        stage_attention_stages (Sequence[bool], optional): Stages after
+            which the stage attention runs. Defaults to None: all but the
+            last.
     """
 
     def __init__(self,
                  depth: int,
                  attention: AttentionCfg = None,
                  attention_stages: Optional[Sequence[bool]] = None,
-                 attention_position: str = 'after_conv3',
-                 attention_blocks: Union[str, Sequence[str]] = 'all',
+                 attention_position: Optional[str] = None,
+                 attention_blocks: Optional[Union[str,
+                                                  Sequence[str]]] = None,
                  stage_attention: AttentionCfg = None,
                  stage_attention_stages: Optional[Sequence[bool]] = None,
                  **kwargs) -> None:
         if depth not in self.arch_settings:
-            raise KeyError(f'{type(self).__name__}: invalid depth {depth}; '
-                           f'choose one of {sorted(self.arch_settings)}')
+            raise ConfigKeyError(
+                f'{type(self).__name__}: invalid depth {depth}; choose one '
+                f'of {sorted(self.arch_settings)}')
         super().__init__(depth=depth, **kwargs)
         for layer_name in self.res_layers:
             for j, block in enumerate(getattr(self, layer_name)):
@@ -274,30 +284,37 @@ class AttentionResNetMixin:
                              attention_blocks, stage_attention,
                              stage_attention_stages)
 
-    def _init_attention(self, attention: AttentionCfg,
-                        attention_stages: Optional[Sequence[bool]],
-                        attention_position: str,
-                        attention_blocks: Union[str, Sequence[str]],
-                        stage_attention: AttentionCfg,
-                        stage_attention_stages: Optional[Sequence[bool]],
-                        ) -> None:
+    def _init_attention(
+        self,
+        attention: AttentionCfg,
+        attention_stages: Optional[Sequence[bool]],
+        attention_position: Optional[str],
+        attention_blocks: Optional[Union[str, Sequence[str]]],
+        stage_attention: AttentionCfg,
+        stage_attention_stages: Optional[Sequence[bool]],
+    ) -> None:
         n = self.num_stages
-        if attention_position not in POSITIONS:
-            raise ValueError(
-                f'attention_position={attention_position!r} is unknown; '
-                f'choose one of {list(POSITIONS)} (after_conv3 = after the '
-                f'last norm, before the residual add)')
-        blocks = per_stage(attention_blocks, n, 'attention_blocks')
-        for b in blocks:
-            if b not in BLOCK_CHOICES:
-                raise ValueError(f'attention_blocks={attention_blocks!r}: '
-                                 f'each entry must be one of '
-                                 f'{list(BLOCK_CHOICES)}')
-        cfgs = self._stage_cfgs(attention, attention_stages, n, 'attention',
-                                default=[True] * n)
+        cfgs = self._stage_cfgs(
+            attention, attention_stages, n, 'attention', default=[True] * n,
+            placement=dict(attention_position=attention_position,
+                           attention_blocks=attention_blocks))
         stage_cfgs = self._stage_cfgs(
             stage_attention, stage_attention_stages, n, 'stage_attention',
             default=[True] * (n - 1) + [False])
+        if attention_position is None:
+            attention_position = 'after_conv3'
+        if attention_position not in POSITIONS:
+            raise ConfigError(
+                f'attention_position={attention_position!r} is unknown; '
+                f'choose one of {list(POSITIONS)} (after_conv3 = after the '
+                f'last norm, before the residual add)')
+        blocks = per_stage('all' if attention_blocks is None else
+                           attention_blocks, n, 'attention_blocks')
+        for b in blocks:
+            if b not in BLOCK_CHOICES:
+                raise ConfigError(f'attention_blocks={attention_blocks!r}: '
+                                  f'each entry must be one of '
+                                  f'{list(BLOCK_CHOICES)}')
         self.attention_position = attention_position
         for i, layer_name in enumerate(self.res_layers):
             layer = getattr(self, layer_name)
@@ -312,7 +329,11 @@ class AttentionResNetMixin:
         for i, cfg in enumerate(stage_cfgs):
             name = None
             if cfg is not None:
-                module = build_attention(cfg, self._stage_out_channels(i))
+                channels = self._stage_out_channels(i)
+                with attention_config_errors(
+                        f'stage_attention after {self.res_layers[i]} '
+                        f'({channels} channels)'):
+                    module = build_attention(cfg, channels)
                 name = f'{attention_name(module, ())}{i + 1}'
                 self.add_module(name, module)
             self.stage_attention_names.append(name)
@@ -320,22 +341,44 @@ class AttentionResNetMixin:
         self._freeze_stages()
 
     @staticmethod
-    def _stage_cfgs(cfg: AttentionCfg, stages: Optional[Sequence[bool]],
-                    n: int, what: str, default: List[bool]) -> list:
+    def _stage_cfgs(cfg: AttentionCfg,
+                    stages: Optional[Sequence[bool]],
+                    n: int,
+                    what: str,
+                    default: List[bool],
+                    placement: Optional[Dict] = None) -> list:
+        """The attention config of each stage (None: no attention there).
+
+        Errors, not warnings: a config whose placement options place
+        nothing would train another model than the one it reads as.
+        """
+        given = {f'{what}_stages': stages, **(placement or {})}
+        given = {k: v for k, v in given.items() if v is not None}
         if cfg is None:
-            if stages is not None:
-                # An error, not a warning: the run would otherwise train a
-                # plain ResNet while the config reads as an attention one.
-                raise ValueError(
-                    f'{what}_stages={stages!r} is set but {what} is None, so '
-                    f"no stage would get attention; set {what}=dict(type="
-                    f"'SA') (or another type) or remove {what}_stages "
-                    f'({what}_stages=None when a base config sets it)')
+            if given:
+                values = ', '.join(f'{k}={v!r}' for k, v in given.items())
+                raise ConfigError(
+                    f'{values} {"is" if len(given) == 1 else "are"} set but '
+                    f'{what} is None, so no stage would get attention; set '
+                    f"{what}=dict(type='SA') (or another type) or remove "
+                    f'{" and ".join(given)} ({next(iter(given))}=None where '
+                    f'a base config sets it)')
             return [None] * n
         cfgs = per_stage(cfg, n, what)
-        stages = default if stages is None else stage_mask(
+        mask = default if stages is None else stage_mask(
             stages, n, f'{what}_stages')
-        return [c if on else None for c, on in zip(cfgs, stages)]
+        chosen = [c if on else None for c, on in zip(cfgs, mask)]
+        if all(c is None for c in chosen):
+            if stages is not None:
+                raise ConfigError(
+                    f'{what}_stages={stages!r} selects no stage, so {what} '
+                    f"is built nowhere; select the stages to get it (e.g. "
+                    f"{what}_stages={'F' + 'T' * (n - 1)!r}) or set "
+                    f'{what}=None for the plain ResNet')
+            raise ConfigError(
+                f'{what}={cfg!r} gives no stage an attention; set {what}='
+                f'None for the plain ResNet')
+        return chosen
 
     def _stage_out_channels(self, i: int) -> int:
         return self.base_channels * 2**i * self.block.expansion

@@ -10,6 +10,8 @@ from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...attention import build_attention
+from ...errors import ConfigError, ConfigKeyError
+from ..utils import attention_config_errors
 from ...registry import MODELS
 
 
@@ -33,7 +35,8 @@ class VANSpatialAttention(nn.Module):
         super().__init__()
         self.proj_1 = nn.Conv2d(dim, dim, 1)
         self.activation = nn.GELU()
-        self.spatial_gating_unit = build_attention(attention, dim)
+        with attention_config_errors(f'VAN gating unit ({dim} channels)'):
+            self.spatial_gating_unit = build_attention(attention, dim)
         self.proj_2 = nn.Conv2d(dim, dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -243,11 +246,11 @@ class VAN(BaseModule):
         self.out_indices = tuple(out_indices)
         for index in self.out_indices:
             if not 0 <= index < self.num_stages:
-                raise ValueError(
+                raise ConfigError(
                     f'VAN: out_indices={self.out_indices} has {index}; each '
                     f'index must be in [0, {self.num_stages - 1}]')
         if not -1 <= frozen_stages <= self.num_stages:
-            raise ValueError(
+            raise ConfigError(
                 f'VAN: frozen_stages={frozen_stages} must be in '
                 f'[-1, {self.num_stages}]')
         self.frozen_stages = frozen_stages
@@ -278,17 +281,18 @@ class VAN(BaseModule):
     def _parse_arch(cls, arch: Union[str, dict]) -> Dict[str, Tuple]:
         if isinstance(arch, str):
             if arch.lower() not in cls.arch_settings:
-                raise KeyError(f'VAN: unknown arch {arch!r}; choose one of '
-                               f'{sorted(cls.arch_settings)} or pass a dict')
+                raise ConfigKeyError(
+                    f'VAN: unknown arch {arch!r}; choose one of '
+                    f'{sorted(cls.arch_settings)} or pass a dict')
             return cls.arch_settings[arch.lower()]
         keys = ('embed_dims', 'depths', 'mlp_ratios')
         if not isinstance(arch, dict) or set(arch) != set(keys):
-            raise ValueError(f'VAN: a custom arch must be a dict with exactly '
-                             f'the keys {keys}; got {arch!r}')
+            raise ConfigError(f'VAN: a custom arch must be a dict with '
+                              f'exactly the keys {keys}; got {arch!r}')
         settings = {key: tuple(arch[key]) for key in keys}
         if len({len(value) for value in settings.values()}) != 1:
-            raise ValueError(f'VAN: embed_dims, depths and mlp_ratios need '
-                             f'one entry per stage; got {settings}')
+            raise ConfigError(f'VAN: embed_dims, depths and mlp_ratios need '
+                              f'one entry per stage; got {settings}')
         return settings
 
     def _stage_modules(self, i: int) -> Tuple[nn.Module, ...]:

@@ -1,15 +1,17 @@
 """Neck hook: an attention on each output level of any neck."""
-import inspect
+import logging
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-from mmengine.logging import MMLogger
+from mmengine.logging import print_log
 from mmengine.model import BaseModule
 
 from ...attention import build_attention
-from ...attention.builder import get_attention_class
+from ...attention.builder import ADAPTABLE_DEFAULTS, parse_attention_cfg
+from ...errors import ConfigError
 from ...registry import MODELS, build_model
+from ..utils import attention_config_errors
 
 AttentionCfg = Union[str, dict]
 
@@ -33,10 +35,12 @@ class AttnNeck(BaseModule):
         out_channels (int | Sequence[int], optional): Channels of the
             neck's outputs, if it has no ``out_channels``/``num_outs``
             attributes (FPN has). Defaults to None.
-        adapt_groups (bool): When a level's channels are not divisible for
-            the requested ``groups`` (SA, SGE, ULSAM), use the largest valid
-            ``groups`` below it and log the choice, instead of failing.
-            Defaults to True.
+        adapt_groups (bool): When a level's channels do not fit the
+            attention's default ``groups`` (or ``reduction``), use the
+            largest value below it that fits, with a warning, instead of
+            failing. A value written in the attention config is never
+            changed: one that does not fit is an error naming the level,
+            the value and the values that fit. Defaults to True.
         init_cfg (dict, optional): mmengine initialisation config.
             Defaults to None.
     """
@@ -53,7 +57,7 @@ class AttnNeck(BaseModule):
         channels = self._level_channels(in_channels, out_channels)
         if isinstance(attention, (list, tuple)):
             if len(attention) != len(channels):
-                raise ValueError(
+                raise ConfigError(
                     f'AttnNeck: {len(attention)} attention configs for '
                     f'{len(channels)} levels {channels}; give one per level '
                     f'or a single dict')
@@ -70,14 +74,14 @@ class AttnNeck(BaseModule):
             if isinstance(out_channels, int):
                 num = getattr(self.neck, 'num_outs', None)
                 if num is None:
-                    raise ValueError(
+                    raise ConfigError(
                         'AttnNeck: out_channels is an int but the neck has '
                         'no num_outs; give out_channels as a list per level')
                 return [out_channels] * num
             return list(out_channels)
         if self.neck is None:
             if in_channels is None:
-                raise ValueError(
+                raise ConfigError(
                     'AttnNeck(neck=None) needs in_channels, the channels of '
                     'each backbone level, e.g. [256, 512, 1024, 2048]')
             return list(in_channels)
@@ -85,38 +89,39 @@ class AttnNeck(BaseModule):
         n = getattr(self.neck, 'num_outs', None)
         if isinstance(c, int) and isinstance(n, int):
             return [c] * n
-        raise ValueError(
+        raise ConfigError(
             f'AttnNeck: cannot infer the output channels of '
             f'{type(self.neck).__name__}; pass out_channels=[...] per level')
 
     @staticmethod
     def _build(cfg: AttentionCfg, channels: int, level: int,
                adapt_groups: bool) -> nn.Module:
-        try:
-            return build_attention(cfg, channels, adapt_defaults=adapt_groups)
-        except ValueError:
-            cfg = dict(type=cfg) if isinstance(cfg, str) else dict(cfg)
-            cls = get_attention_class(cfg['type'])
-            params = inspect.signature(cls).parameters
-            if not adapt_groups or 'groups' not in params:
-                raise
-            wanted = cfg.get('groups', params['groups'].default)
-            for groups in range(wanted - 1, 0, -1):
-                try:
-                    module = build_attention(cfg, channels, groups=groups)
-                except ValueError:
-                    continue
-                MMLogger.get_current_instance().info(
-                    f'AttnNeck level {level}: {cfg["type"]} with '
-                    f'{channels} channels uses groups={groups} (asked '
-                    f'{wanted}, which does not divide the channels)')
-                return module
-            raise
+        """The attention of one level; only a default may be adapted."""
+        where = f'AttnNeck level {level} ({channels} channels)'
+        with attention_config_errors(where):
+            try:
+                return build_attention(cfg, channels, adapt_defaults=False)
+            except ValueError as err:
+                strict = err
+            written = [
+                k for k in ADAPTABLE_DEFAULTS if k in parse_attention_cfg(cfg)
+            ]
+            if not adapt_groups or written:
+                raise strict
+            # the builder lowers a default that does not fit to the
+            # largest value that does
+            module = build_attention(cfg, channels)
+        print_log(
+            f'{where}: {strict}; the attention\'s default does not fit, so '
+            f'the neck uses {type(module).__name__}({module.extra_repr()}); '
+            f'set the value in the attention config to choose another',
+            logger='current', level=logging.WARNING)
+        return module
 
     def forward(self, inputs: Sequence[torch.Tensor]) -> Tuple[torch.Tensor]:
         outs = self.neck(inputs) if self.neck is not None else inputs
         if len(outs) != len(self.attentions):
-            raise ValueError(
+            raise ConfigError(
                 f'AttnNeck: got {len(outs)} levels, built attention for '
                 f'{len(self.attentions)}; check in_channels/out_channels')
         return tuple(att(x) for att, x in zip(self.attentions, outs))
