@@ -223,9 +223,13 @@ def test_triton_block_end_merges_moments_of_split_planes(layout, name,
                                                          device):
     """More programs wanted than planes: each plane's moments and sums come
     from several chunks, merged exactly (Chan's formula)."""
+    from mmsa.ops import block_end_triton
     shape = (1, 8, 50, 51)
     p = shape[2] * shape[3]
-    with mock.patch.object(support, 'programs_wanted', return_value=256):
+    # (the plan cache is keyed by the programs wanted: both names patched)
+    with mock.patch.object(support, 'programs_wanted', return_value=256), \
+            mock.patch.object(block_end_triton, 'programs_wanted',
+                              return_value=256):
         plan = support.plan_tiles(torch.device('cpu'), 1, 8, p,
                                   1 if layout == 'channels_last' else p)
         assert plan[2] > 1, plan  # the planes are split
