@@ -5,10 +5,12 @@ the paper inits (SA's zero weights, SGE's zero weights) make half the math
 vanish and would hide bugs.
 """
 import importlib.util
+import os
 from pathlib import Path
 from types import ModuleType
-from typing import Callable, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
+import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -18,6 +20,49 @@ ROOT = Path(__file__).resolve().parents[1]
 # Batch 1, non-square and odd spatial sizes.
 SHAPES: Sequence[Tuple[int, int, int, int]] = ((1, 64, 7, 7), (2, 128, 5, 9),
                                                (3, 256, 12, 4))
+
+
+def interpreting() -> bool:
+    """Whether Triton's interpreter runs the kernels (tests/conftest.py
+    sets ``TRITON_INTERPRET=1`` unless it is set already)."""
+    return os.environ.get('TRITON_INTERPRET', '0') == '1'
+
+
+def cuda_unavailable(gpus: int = 1) -> Optional[str]:
+    """Why the CUDA tests cannot run here, or None."""
+    if not torch.cuda.is_available():
+        return 'no CUDA device'
+    if torch.cuda.device_count() < gpus:
+        return (f'needs {gpus} CUDA devices, found '
+                f'{torch.cuda.device_count()}')
+    if interpreting():
+        return ("TRITON_INTERPRET=1 would run the kernels in Triton's "
+                'interpreter: run the CUDA tests with TRITON_INTERPRET=0 '
+                'pytest -m cuda (tools/gpu_check.py does)')
+    return None
+
+
+def cuda_test(gpus: int = 1) -> Callable:
+    """Marks a test ``cuda`` (``pytest -m cuda`` selects it) and skips it
+    where :func:`cuda_unavailable` says why."""
+    reason = cuda_unavailable(gpus)
+
+    def mark(fn: Callable) -> Callable:
+        fn = pytest.mark.skipif(reason is not None, reason=reason or '')(fn)
+        return pytest.mark.cuda(fn)
+
+    return mark
+
+
+#: ``device`` values of a kernel test: 'cpu' (Triton's interpreter) and
+#: 'cuda' (the compiled kernels, marked ``cuda``).
+KERNEL_DEVICES = [
+    pytest.param('cpu', marks=pytest.mark.skipif(
+        not interpreting(), reason="the kernels run on CPU tensors only in "
+        "Triton's interpreter (TRITON_INTERPRET=1)")),
+    pytest.param('cuda', marks=[pytest.mark.cuda, pytest.mark.skipif(
+        cuda_unavailable() is not None, reason=cuda_unavailable() or '')]),
+]
 
 
 def load_tool(relpath: str) -> ModuleType:

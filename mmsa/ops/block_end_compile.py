@@ -4,7 +4,9 @@ Dynamo cannot trace into Triton launches wrapped in an autograd.Function
 whose backward differentiates the N x C functions again, so under
 ``torch.compile`` the same host functions (``block_end_triton.py``) run as
 three ``torch.library`` custom ops, which the compiler keeps as opaque
-calls and whose fake implementations give it shapes:
+calls (each launching on its input's GPU, as the eager path does: a
+compiled graph need not make that GPU the current one) and whose fake
+implementations give it shapes:
 ``mmsa::block_end`` (the moments, the N x C functions and the apply pass),
 and for its backward ``mmsa::block_end_sums`` and
 ``mmsa::block_end_input_grads`` around the N x C functions' backward, which
@@ -17,7 +19,7 @@ from typing import List, Optional
 import torch
 
 from .norm_fold import NormFold, batch_moments, update_running_stats
-from .triton_support import load_kernels, new_like
+from .triton_support import folded, load_kernels, new_like, on_device
 
 __all__ = ['block_end_compiled']
 
@@ -48,10 +50,12 @@ def _define():
                 running_var: Optional[Tensor], params: List[Tensor],
                 function: str, gate_eps: float, shuffle: int,
                 uses_var: bool, norm: int, norm_eps: float) -> List[Tensor]:
-        y, shift, mean, var, _ = load_kernels('block_end_triton').forward(
-            z, identity, _fold(norm, norm_eps),
-            (weight, bias, running_mean, running_var),
-            _gate(function, gate_eps, shuffle, uses_var), params)
+        kernels = load_kernels('block_end_triton')
+        with on_device(z):
+            y, shift, mean, var, _ = kernels.forward(
+                z, identity, _fold(norm, norm_eps),
+                (weight, bias, running_mean, running_var),
+                _gate(function, gate_eps, shuffle, uses_var), params)
         return [y, shift, mean, var]
 
     @forward.register_fake
@@ -59,15 +63,16 @@ def _define():
           function, gate_eps, shuffle, uses_var, norm, norm_eps):
         n, c = z.shape[:2]
         f32 = dict(dtype=torch.float32)
-        return [new_like(z), z.new_empty(c, **f32),
+        return [new_like(folded(z, z)[0]), z.new_empty(c, **f32),
                 z.new_empty((n, c), **f32), z.new_empty((n, c), **f32)]
 
     @ops.custom_op('mmsa::block_end_sums', mutates_args=())
     def sums(grad_y: Tensor, z: Tensor, y: Optional[Tensor], shift: Tensor,
              mean: Tensor, a: Optional[Tensor], m: Tensor,
              p: Optional[Tensor], q: Tensor, shuffle: int) -> Tensor:
-        return load_kernels('block_end_triton').gradient_sums(
-            grad_y, z, y, shift, mean, a, m, p, q, shuffle)
+        with on_device(z):
+            return load_kernels('block_end_triton').gradient_sums(
+                grad_y, z, y, shift, mean, a, m, p, q, shuffle)
 
     @sums.register_fake
     def _(grad_y, z, y, shift, mean, a, m, p, q, shuffle):
@@ -79,15 +84,19 @@ def _define():
                     m: Tensor, p: Optional[Tensor], q: Tensor, alpha: Tensor,
                     beta: Tensor, shuffle: int,
                     write_identity: bool) -> List[Tensor]:
-        return load_kernels('block_end_triton').input_gradients(
-            grad_y, z, y, shift, mean, a, m, p, q, alpha, beta, shuffle,
-            write_identity)
+        with on_device(z):
+            return load_kernels('block_end_triton').input_gradients(
+                grad_y, z, y, shift, mean, a, m, p, q, alpha, beta,
+                shuffle, write_identity)
 
     @input_grads.register_fake
     def _(grad_y, z, y, shift, mean, a, m, p, q, alpha, beta, shuffle,
           write_identity):
-        return [new_like(z),
-                new_like(grad_y) if write_identity else z.new_empty(0)]
+        # the layouts input_gradients allocates (a fake's strides must be
+        # the real output's: inductor asserts them)
+        z = folded(z, z)[0]
+        return [new_like(z), new_like(folded(grad_y, z)[0])
+                if write_identity else z.new_empty(0)]
 
     def setup_context(ctx, inputs, output):
         (z, identity, weight, bias, running_mean, running_var, params,

@@ -6,12 +6,18 @@ The Triton kernels run under Triton's interpreter on CPU tensors
 them): the kernel code that runs on CUDA, checked here for the output, the
 input's, the identity's, BatchNorm's and the attention's gradients and the
 running statistics, against the same modules' reference path in float64.
+Each kernel test also runs on a GPU (its ``device='cuda'`` case, marked
+``cuda``: ``TRITON_INTERPRET=0 pytest -m cuda``), compiled, against the same
+float64 reference on the CPU; the last tests here check what only a GPU
+shows (offsets past 2^31 elements, planes past 2^21 positions, an input on
+the second GPU, bit-identical repeats at a ResNet stage's size).
 The cases cover each axis pairwise, not the full cross product: attention
 (SA, SE, ECA, CBAM, SGE), norm (none, BN training, eval, frozen affine,
 cumulative average, no running statistics), dtype, layout, H*W not a
 multiple of a block, batch 1, 1x1 planes, planes of mean 1e4.
 """
 import copy
+import gc
 import os
 import subprocess
 import sys
@@ -21,7 +27,8 @@ from unittest import mock
 
 import pytest
 import torch
-from testing_utils import randomize_
+from testing_utils import (KERNEL_DEVICES, cuda_test, cuda_unavailable,
+                           randomize_)
 
 import mmsa.ops.dispatch as dispatch
 import mmsa.ops.triton_support as support
@@ -68,38 +75,46 @@ def _layout(t: torch.Tensor, layout: str) -> torch.Tensor:
     if layout == 'channels_last':
         return t.contiguous(memory_format=torch.channels_last)
     if layout == 'strided':  # every other column of a wider tensor
-        wide = torch.zeros(*t.shape[:3], 2 * t.shape[3], dtype=t.dtype)
+        wide = torch.zeros(*t.shape[:3], 2 * t.shape[3], dtype=t.dtype,
+                           device=t.device)
         wide[..., ::2] = t
         return wide[..., ::2]
     return t.contiguous()
 
 
 def _run(attention, norm, z, identity, grad, impl, dtype=F32,
-         layout='contiguous'):
-    """One forward and backward of the op: the output, the gradients by
-    name and the norm's buffers after. Parameters stay float32 (float64
-    for the reference); half-precision tensors run under autocast, as
-    AMP runs them."""
-    attention = copy.deepcopy(attention)
+         layout='contiguous', device='cpu'):
+    """One forward and backward of the op on ``device``: the output, the
+    gradients by name and the norm's buffers after, on the CPU. Parameters
+    stay float32 (float64 for the reference); half-precision tensors run
+    under autocast, as AMP runs them."""
+    attention = copy.deepcopy(attention).to(device)
     attention.impl = impl
-    norm = copy.deepcopy(norm)
+    norm = None if norm is None else copy.deepcopy(norm).to(device)
     if dtype == torch.float64:
         attention.double()
         norm = None if norm is None else norm.double()
-    zz = _layout(z.to(dtype), layout).detach().requires_grad_()
+    zz = _layout(z.to(device, dtype), layout).detach().requires_grad_()
     ii = None
     if identity is not None:
-        ii = _layout(identity.to(dtype), layout).detach().requires_grad_()
-    with torch.autocast('cpu', dtype=dtype, enabled=dtype in (F16, BF16)):
+        ii = _layout(identity.to(device, dtype),
+                     layout).detach().requires_grad_()
+    with torch.autocast(zz.device.type, dtype=dtype,
+                        enabled=dtype in (F16, BF16)):
         out = block_end(zz, attention, norm, ii)
-    out.backward(grad.to(out.dtype))
+    assert out.device == zz.device
+    out.backward(grad.to(device, out.dtype))
     grads = {'z': zz.grad, 'identity': None if ii is None else ii.grad}
     grads.update({f'attention.{n}': p.grad
                   for n, p in attention.named_parameters()})
     if norm is not None:
         grads.update({f'norm.{n}': p.grad for n, p in norm.named_parameters()})
     buffers = {} if norm is None else dict(norm.named_buffers())
-    return out.detach(), grads, buffers
+    return out.detach().cpu(), _cpu(grads), _cpu(buffers)
+
+
+def _cpu(tensors: dict) -> dict:
+    return {k: None if t is None else t.cpu() for k, t in tensors.items()}
 
 
 def _error(actual: torch.Tensor, expected: torch.Tensor, dtype) -> float:
@@ -139,7 +154,9 @@ def _assert_matches(got, ref, dtype, layout='contiguous', tolerance=None):
 
 
 def _check(name, norm_kind, dtype, layout, shape, identity, offset,
-           seed=0):
+           seed=0, device='cpu', ref_device='cpu', tolerance=None):
+    """The op by the kernels on ``device`` against the reference path in
+    float64 on ``ref_device``."""
     gen = torch.Generator().manual_seed(seed)
     c = shape[1]
     norm = _norm(norm_kind, c, seed + 2)
@@ -149,14 +166,16 @@ def _check(name, norm_kind, dtype, layout, shape, identity, offset,
     z = torch.randn(shape, generator=gen) * 2 + 1 + offset
     idt = torch.randn(shape, generator=gen) if identity else None
     grad = torch.randn(shape, generator=gen)
-    got = _run(attention, norm, z, idt, grad, 'triton', dtype, layout)
+    got = _run(attention, norm, z, idt, grad, 'triton', dtype, layout,
+               device)
     ref = _run(attention, norm, z.double(), None if idt is None else
-               idt.double(), grad.double(), 'reference', torch.float64)
+               idt.double(), grad.double(), 'reference', torch.float64,
+               device=ref_device)
     # x ~ 1e4 (a norm with running statistics keeps the offset) saturates
     # the gates: where float32 rounds s to 1, the tiny s (1 - s) of their
     # gradients is 0 (as in PyTorch's float32 composition)
-    _assert_matches(got, ref, dtype, layout,
-                    10 * TOLERANCE[dtype] if offset else None)
+    _assert_matches(got, ref, dtype, layout, tolerance or (
+        10 * TOLERANCE[dtype] if offset else None))
 
 
 CASES = [
@@ -188,38 +207,48 @@ CASES = [
 
 
 @needs_triton
+@pytest.mark.parametrize('device', KERNEL_DEVICES)
 @pytest.mark.parametrize('case', CASES, ids=lambda c: '-'.join(
     [c[0], c[1], str(c[2])[6:], c[3], 'x'.join(map(str, c[4])),
      'id' if c[5] else 'noid'] + (['1e4'] if c[6] else [])))
-def test_triton_block_end_matches_float64_reference(case):
-    _check(*case)
+def test_triton_block_end_matches_float64_reference(case, device):
+    _check(*case, device=device)
 
 
 @needs_triton
+@pytest.mark.parametrize('device', KERNEL_DEVICES)
 @pytest.mark.parametrize('layout', ['contiguous', 'channels_last'])
 @pytest.mark.parametrize('name', ['SA', 'ECA'])
-def test_triton_block_end_merges_moments_of_split_planes(layout, name):
+def test_triton_block_end_merges_moments_of_split_planes(layout, name,
+                                                         device):
     """More programs wanted than planes: each plane's moments and sums come
     from several chunks, merged exactly (Chan's formula)."""
+    from mmsa.ops import block_end_triton
     shape = (1, 8, 50, 51)
     p = shape[2] * shape[3]
-    with mock.patch.object(support, 'programs_wanted', return_value=256):
+    # (the plan cache is keyed by the programs wanted: both names patched)
+    with mock.patch.object(support, 'programs_wanted', return_value=256), \
+            mock.patch.object(block_end_triton, 'programs_wanted',
+                              return_value=256):
         plan = support.plan_tiles(torch.device('cpu'), 1, 8, p,
                                   1 if layout == 'channels_last' else p)
         assert plan[2] > 1, plan  # the planes are split
         attention = {'SA': lambda c: ShuffleAttention(c, groups=2)}.get(
             name, ATTENTION[name])
         with mock.patch.dict(ATTENTION, {name: attention}):
-            _check(name, 'train', F32, layout, shape, True, 0.)
+            _check(name, 'train', F32, layout, shape, True, 0.,
+                   device=device)
 
 
 @needs_triton
-def test_triton_block_end_with_int64_offsets_matches_reference():
+@pytest.mark.parametrize('device', KERNEL_DEVICES)
+def test_triton_block_end_with_int64_offsets_matches_reference(device):
     """The kernels' int64 path (taken where a tensor's address span passes
     int32) on a small tensor."""
     with mock.patch('mmsa.ops.block_end_triton.needs_int64',
                     return_value=True):
-        _check('SA', 'train', F32, 'channels_last', (2, 32, 5, 7), True, 0.)
+        _check('SA', 'train', F32, 'channels_last', (2, 32, 5, 7), True, 0.,
+               device=device)
 
 
 def test_int64_offsets_are_chosen_by_the_address_span():
@@ -248,26 +277,30 @@ def test_element_wise_grid_is_one_axis_whatever_the_plane_size(
 
 
 @needs_triton
+@pytest.mark.parametrize('device', KERNEL_DEVICES)
 @pytest.mark.parametrize('momentum', [0.1, None])
-def test_running_statistics_match_torch_after_several_steps(momentum):
+def test_running_statistics_match_torch_after_several_steps(momentum,
+                                                            device):
     """Three training steps, then eval: the running mean and (unbiased)
     variance, the batch count and the eval output equal torch's."""
     gen = torch.Generator().manual_seed(0)
     attention = randomize_(ShuffleAttention(16, groups=2), seed=1)
     norms = {}
-    for impl, dtype in (('triton', F32), ('reference', torch.float64)):
-        att = copy.deepcopy(attention).to(dtype)
+    for impl, dtype, dev in (('triton', F32, device),
+                             ('reference', torch.float64, 'cpu')):
+        att = copy.deepcopy(attention).to(dev, dtype)
         att.impl = impl
-        norm = torch.nn.BatchNorm2d(16, momentum=momentum).to(dtype)
+        norm = torch.nn.BatchNorm2d(16, momentum=momentum).to(dev, dtype)
         gen.manual_seed(0)
         for _ in range(3):
-            z = (torch.randn(2, 16, 5, 6, generator=gen) * 3 + 2).to(dtype)
+            z = (torch.randn(2, 16, 5, 6, generator=gen) * 3 + 2).to(
+                dev, dtype)
             block_end(z.requires_grad_(), att, norm,
-                      torch.randn(z.shape, generator=gen).to(dtype)).sum(
-                      ).backward()
+                      torch.randn(z.shape, generator=gen).to(
+                          dev, dtype)).sum().backward()
         norm.eval()
-        z = torch.randn(2, 16, 5, 6, generator=gen).to(dtype)
-        norms[impl] = (norm, block_end(z, att, norm).detach())
+        z = torch.randn(2, 16, 5, 6, generator=gen).to(dev, dtype)
+        norms[impl] = (norm.cpu(), block_end(z, att, norm).detach().cpu())
     (got, out), (ref, ref_out) = norms['triton'], norms['reference']
     assert got.num_batches_tracked.item() == 3
     for name in ('running_mean', 'running_var'):
@@ -276,14 +309,16 @@ def test_running_statistics_match_torch_after_several_steps(momentum):
 
 
 @needs_triton
-def test_two_identical_calls_give_identical_bits():
+@pytest.mark.parametrize('device', KERNEL_DEVICES)
+def test_two_identical_calls_give_identical_bits(device):
     gen = torch.Generator().manual_seed(0)
     attention = randomize_(ShuffleAttention(32, groups=4, impl='triton'))
-    z = torch.randn(2, 32, 9, 11, generator=gen)
-    idt = torch.randn(z.shape, generator=gen)
+    attention.to(device)
+    z = torch.randn(2, 32, 9, 11, generator=gen).to(device)
+    idt = torch.randn(z.shape, generator=gen).to(device)
 
     def step():
-        norm = randomize_(torch.nn.BatchNorm2d(32), 3)
+        norm = randomize_(torch.nn.BatchNorm2d(32), 3).to(device)
         att = copy.deepcopy(attention)
         zz = z.clone().requires_grad_()
         out = block_end(zz, att, norm, idt)
@@ -295,14 +330,16 @@ def test_two_identical_calls_give_identical_bits():
 
 
 @needs_triton
-def test_block_end_saves_only_its_input_and_output():
+@pytest.mark.parametrize('device', KERNEL_DEVICES)
+def test_block_end_saves_only_its_input_and_output(device):
     """Saved for backward: z (which BN saves too) and the output (the ReLU's
     mask, which the next conv saves anyway), plus per-plane floats and the
     parameters; never x = BN(z) or another full tensor."""
     attention = randomize_(SqueezeExcitation(32, reduction=4, impl='triton'))
-    norm = randomize_(torch.nn.BatchNorm2d(32))
-    z = torch.randn(2, 32, 9, 11, requires_grad=True)
-    idt = torch.randn(z.shape, requires_grad=True)
+    attention.to(device)
+    norm = randomize_(torch.nn.BatchNorm2d(32)).to(device)
+    z = torch.randn(2, 32, 9, 11, device=device, requires_grad=True)
+    idt = torch.randn(z.shape, device=device, requires_grad=True)
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(
             lambda t: saved.append(t) or t, lambda t: t):
@@ -317,19 +354,19 @@ def test_block_end_saves_only_its_input_and_output():
 
 
 @needs_triton
+@pytest.mark.parametrize('device', KERNEL_DEVICES)
 @pytest.mark.parametrize('name', ['SA', 'CBAM'])
-def test_double_backward_is_one_clear_error(name):
-    attention = randomize_(ATTENTION[name](16))
+def test_double_backward_is_one_clear_error(name, device):
+    attention = randomize_(ATTENTION[name](16)).to(device)
     attention.impl = 'triton'
-    z = torch.randn(2, 16, 5, 7, requires_grad=True)
-    out = block_end(z, attention, torch.nn.BatchNorm2d(16),
-                    torch.randn(z.shape))
+    z = torch.randn(2, 16, 5, 7, device=device, requires_grad=True)
+    norm = torch.nn.BatchNorm2d(16).to(device)
+    out = block_end(z, attention, norm, torch.randn_like(z))
     with pytest.raises(RuntimeError, match=r"double backward.*"
                        r"impl='reference'"):
         torch.autograd.grad(out.square().sum(), z, create_graph=True)
     attention.impl = 'reference'  # the way out the message names
-    out = block_end(z, attention, torch.nn.BatchNorm2d(16),
-                    torch.randn(z.shape))
+    out = block_end(z, attention, norm, torch.randn_like(z))
     dz, = torch.autograd.grad(out.square().sum(), z, create_graph=True)
     dz.sum().backward()
     assert z.grad is not None
@@ -496,8 +533,9 @@ def test_mmsa_impl_triton_runs_a_whole_backbone_in_the_kernels(attention,
 @needs_triton
 @pytest.mark.skipif(not hasattr(torch.library, 'custom_op'),
                     reason='torch.library.custom_op needs torch >= 2.4')
+@pytest.mark.parametrize('device', KERNEL_DEVICES)
 @pytest.mark.parametrize('name', ['SA', 'ECA'])
-def test_kernels_stay_one_op_under_torch_compile(name):
+def test_kernels_stay_one_op_under_torch_compile(name, device):
     """Under torch.compile (fullgraph) the block end is the custom op
     ``mmsa::block_end``, whose backward calls the kernels' ops too; the
     results and the running statistics equal eager's."""
@@ -513,15 +551,18 @@ def test_kernels_stay_one_op_under_torch_compile(name):
     from torch._dynamo.backends.common import aot_autograd
 
     def run(compiled):
-        att, bn = copy.deepcopy(attention), copy.deepcopy(norm)
+        att = copy.deepcopy(attention).to(device)
+        bn = copy.deepcopy(norm).to(device)
         fn = (lambda z, i: block_end(z, att, bn, i))
         if compiled:
             torch._dynamo.reset()
             fn = torch.compile(fn, fullgraph=True, backend=aot_autograd(
                 fw_compiler=backend, bw_compiler=backend))
         gen = torch.Generator().manual_seed(0)
-        z = torch.randn(2, 16, 5, 7, generator=gen, requires_grad=True)
-        idt = torch.randn(z.shape, generator=gen, requires_grad=True)
+        z = torch.randn(2, 16, 5, 7, generator=gen).to(device)
+        idt = torch.randn(z.shape, generator=gen).to(device)
+        z.requires_grad_()
+        idt.requires_grad_()
         out = fn(z, idt)
         out.square().sum().backward()
         return [out, z.grad, idt.grad, bn.weight.grad, bn.running_var] + [
@@ -533,6 +574,59 @@ def test_kernels_stay_one_op_under_torch_compile(name):
     assert 'mmsa.block_end_input_grads.default' in graphs[1]
     for a, b in zip(got, ref):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def _hw_swapped(shape, device):
+    """A dense N x C x H x W tensor whose H and W do not fold into one axis
+    (W's stride is H): the layout a compiler may hand an op."""
+    n, c, h, w = shape
+    return torch.randn(n, c, w, h, device=device).transpose(2, 3)
+
+
+@needs_triton
+@pytest.mark.skipif(not hasattr(torch.library, 'custom_op'),
+                    reason='torch.library.custom_op needs torch >= 2.4')
+@pytest.mark.parametrize('device', KERNEL_DEVICES)
+@pytest.mark.parametrize('z_layout', ['contiguous', 'channels_last',
+                                      'strided'])
+@pytest.mark.parametrize('grad_layout', ['contiguous', 'channels_last',
+                                         'hw_swapped'])
+def test_custom_ops_fakes_give_the_real_outputs_layout(z_layout, grad_layout,
+                                                       device):
+    """The custom ops' fake implementations (what torch.compile plans with,
+    and inductor asserts) give each output the shape, dtype and strides the
+    kernels' host code allocates, whatever the layouts of z and of the
+    output gradient (torch.library.opcheck)."""
+    from mmsa.ops.block_end_compile import block_end_compiled  # noqa: F401
+    gen = torch.Generator().manual_seed(0)
+    shape = (2, 16, 5, 7)
+    gate = randomize_(ShuffleAttention(16, groups=2), 1).plane_gate()
+    params = [t.detach().to(device) for t in gate.params]
+    z = _layout(torch.randn(shape, generator=gen).to(device), z_layout)
+    idt = torch.randn(shape, generator=gen).to(device)
+    norm = [torch.rand(16, generator=gen).to(device) + 0.5
+            for _ in range(4)]
+    checks = ('test_schema', 'test_faketensor')
+    forward = (z, idt, *norm, params, gate.function, gate.eps, gate.shuffle,
+               gate.uses_var, 2, 1e-5)
+    torch.library.opcheck(torch.ops.mmsa.block_end.default, forward,
+                          test_utils=checks)
+    y, shift, mean, _ = torch.ops.mmsa.block_end.default(*forward)
+    grad = (_hw_swapped(shape, device) if grad_layout == 'hw_swapped' else
+            _layout(torch.randn(shape, generator=gen).to(device),
+                    grad_layout))
+    a, p, q, alpha, beta = (torch.rand(size, generator=gen).to(device)
+                            for size in (16, (2, 16), (2, 16), (2, 16),
+                                         (2, 16)))
+    coefficients = (shift, mean, a, mean, p, q)
+    torch.library.opcheck(torch.ops.mmsa.block_end_sums.default,
+                          (grad, z, y, *coefficients, gate.shuffle),
+                          test_utils=checks)
+    for write_identity in (True, False):
+        torch.library.opcheck(
+            torch.ops.mmsa.block_end_input_grads.default,
+            (grad, z, y, *coefficients, alpha, beta, gate.shuffle,
+             write_identity), test_utils=checks)
 
 
 @needs_triton
@@ -577,9 +671,10 @@ def test_fallback_is_logged_once_per_reason():
 
 
 @needs_triton
+@pytest.mark.parametrize('device', KERNEL_DEVICES)
 @pytest.mark.parametrize('dtype', [F16, BF16])
 @pytest.mark.parametrize('groups', [1, 4])
-def test_triton_gate_epilogue_half_precision(dtype, groups):
+def test_triton_gate_epilogue_half_precision(dtype, groups, device):
     """Half-precision input, float32 gates (autocast's mix): computed in
     float32, stored in the input's dtype; each gradient in its tensor's."""
     from mmsa.ops.triton_gate import gate_triton
@@ -590,15 +685,15 @@ def test_triton_gate_epilogue_half_precision(dtype, groups):
     idt = torch.randn(x.shape, generator=gen)
     grad_out = torch.randn(x.shape, generator=gen)
 
-    def run(fn, xdt, gdt):
-        ins = [t.detach().to(dt).clone().requires_grad_()
+    def run(fn, xdt, gdt, dev):
+        ins = [t.detach().to(dev, dt).clone().requires_grad_()
                for t, dt in ((x, xdt), (gc, gdt), (gs, gdt), (idt, xdt))]
         out = fn(*ins)
-        out.backward(grad_out.to(out.dtype))
-        return [out] + [t.grad for t in ins]
+        out.backward(grad_out.to(dev, out.dtype))
+        return [t.cpu() for t in [out] + [t.grad for t in ins]]
 
-    got = run(gate_triton, dtype, F32)
-    ref = run(gate_reference, torch.float64, torch.float64)
+    got = run(gate_triton, dtype, F32, device)
+    ref = run(gate_reference, torch.float64, torch.float64, 'cpu')
     assert got[0].dtype == dtype and got[1].dtype == dtype
     assert got[2].dtype == F32
     for what, a, b in zip(('output', 'dx', 'd_gc', 'd_gs', 'd_identity'),
@@ -607,7 +702,8 @@ def test_triton_gate_epilogue_half_precision(dtype, groups):
 
 
 @needs_triton
-def test_triton_gate_splits_channels_of_a_group_across_programs():
+@pytest.mark.parametrize('device', KERNEL_DEVICES)
+def test_triton_gate_splits_channels_of_a_group_across_programs(device):
     """More programs wanted than (sample, group, p-block) triples: each
     group's channels are cut into chunks whose spatial-gate gradients are
     summed afterwards."""
@@ -618,16 +714,16 @@ def test_triton_gate_splits_channels_of_a_group_across_programs():
     gc = torch.rand(1, 64, generator=gen)
     grad_out = torch.randn(x.shape, generator=gen)
 
-    def run(fn, dt):
-        ins = [t.detach().to(dt).clone().requires_grad_()
+    def run(fn, dt, dev):
+        ins = [t.detach().to(dev, dt).clone().requires_grad_()
                for t in (x, gc, gs)]
-        fn(*ins).backward(grad_out.to(dt))
-        return [t.grad for t in ins]
+        fn(*ins).backward(grad_out.to(dev, dt))
+        return [t.grad.cpu() for t in ins]
 
     with mock.patch.object(support, 'programs_wanted', return_value=256):
         assert triton_gate._plan(x, x.stride(1), 2)[3] > 1  # chunks
-        got = run(triton_gate.gate_triton, F32)
-    for a, b in zip(got, run(gate_reference, torch.float64)):
+        got = run(triton_gate.gate_triton, F32, device)
+    for a, b in zip(got, run(gate_reference, torch.float64, 'cpu')):
         assert _error(a, b, F32) <= TOLERANCE[F32]
 
 
@@ -640,49 +736,68 @@ SYNC_WORKER = textwrap.dedent('''
     import torch.multiprocessing as mp
 
 
-    def worker(rank, out_dir, name):
-        os.environ['TRITON_INTERPRET'] = '1'
+    def worker(rank, out_dir, name, device):
+        cuda = device == 'cuda'
+        os.environ['TRITON_INTERPRET'] = '0' if cuda else '1'
+        if cuda:
+            torch.cuda.set_device(rank)
+            device = f'cuda:{rank}'
         dist.init_process_group(
-            'gloo', init_method=f'file://{out_dir}/store', rank=rank,
-            world_size=2)
+            'nccl' if cuda else 'gloo',
+            init_method=f'file://{out_dir}/store', rank=rank, world_size=2)
         from mmsa.attention import build_attention
         from mmsa.ops import block_end
         state = torch.load(f'{out_dir}/state.pth')
         attention = build_attention(dict(type=name, **state['options']), 16)
         attention.load_state_dict(state['attention'])
         attention.impl = 'triton'
+        attention.to(device)
         norm = torch.nn.SyncBatchNorm(16)
         norm.load_state_dict(state['norm'])
+        norm.to(device)
         half = slice(2 * rank, 2 * rank + 2)
-        z = state['z'][half].clone().requires_grad_()
-        identity = state['identity'][half].clone().requires_grad_()
+        z = state['z'][half].to(device).requires_grad_()
+        identity = state['identity'][half].to(device).requires_grad_()
         out = block_end(z, attention, norm, identity)
-        out.backward(state['grad'][half])
+        out.backward(state['grad'][half].to(device))
         grads = {'z': z.grad, 'identity': identity.grad}
         for prefix, module in (('attention', attention), ('norm', norm)):
             for n, p in module.named_parameters():
                 g = p.grad.clone()
                 dist.all_reduce(g)
                 grads[f'{prefix}.{n}'] = g
-        torch.save(dict(out=out.detach(), grads=grads,
-                        buffers=dict(norm.named_buffers())),
+        torch.save(dict(out=out.detach().cpu(),
+                        grads={k: g.cpu() for k, g in grads.items()},
+                        buffers={k: b.cpu()
+                                 for k, b in norm.named_buffers()}),
                    f'{out_dir}/rank{rank}.pth')
+        # both ranks done before either tears gloo down (a rank leaving
+        # while the other still talks aborts it)
+        dist.barrier()
         dist.destroy_process_group()
 
 
     if __name__ == '__main__':
-        mp.spawn(worker, args=(sys.argv[1], sys.argv[2]), nprocs=2)
+        mp.spawn(worker, args=(sys.argv[1], sys.argv[2], sys.argv[3]),
+                 nprocs=2)
 ''')
 
 
+SYNC_DEVICES = [KERNEL_DEVICES[0], pytest.param('cuda', marks=[
+    pytest.mark.cuda, pytest.mark.skipif(
+        cuda_unavailable(2) is not None, reason=cuda_unavailable(2) or '')])]
+
+
 @needs_triton
+@pytest.mark.parametrize('device', SYNC_DEVICES)
 @pytest.mark.parametrize('name', ['SA', 'SE'])
 def test_syncbn_over_two_processes_equals_bn_over_the_whole_batch(
-        name, tmp_path):
-    """SyncBatchNorm folded into the kernels, two gloo processes with half
-    a batch each (torch's own SyncBatchNorm does not run on CPU): outputs,
-    every gradient (the parameters' summed over the ranks) and the running
-    statistics equal one BatchNorm over the whole batch in float64."""
+        name, device, tmp_path):
+    """SyncBatchNorm folded into the kernels, two processes with half a
+    batch each (gloo on CPU, where torch's own SyncBatchNorm does not run;
+    NCCL on two GPUs): outputs, every gradient (the parameters' summed over
+    the ranks) and the running statistics equal one BatchNorm over the
+    whole batch in float64."""
     gen = torch.Generator().manual_seed(0)
     attention = randomize_(ATTENTION[name](16), seed=1)
     norm = randomize_(torch.nn.BatchNorm2d(16), seed=2)
@@ -696,8 +811,8 @@ def test_syncbn_over_two_processes_equals_bn_over_the_whole_batch(
     script.write_text(SYNC_WORKER)
     env = {**os.environ, 'PYTHONPATH': os.pathsep.join(
         [str(ROOT), os.environ.get('PYTHONPATH', '')])}
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path), name],
-                          env=env, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path), name,
+                           device], env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [torch.load(tmp_path / f'rank{r}.pth') for r in range(2)]
@@ -720,3 +835,211 @@ def test_gate_epilogue_refuses_gates_of_the_wrong_shape():
         gate_triton(x, torch.rand(2, 8), None)
     with pytest.raises(ValueError, match=r'G dividing C = 12'):
         gate_triton(x, None, torch.rand(2, 5, 3, 5))
+
+
+# What only a GPU shows.
+
+# 1 x 64 planes of 4096 x 8200: 2,149,580,800 elements, offsets past int32
+# from the last plane's 31.5 millionth value on
+BIG = (1, 64, 4096, 8200)
+BOUNDARY = 2**31
+
+
+def _free_gb() -> float:
+    return torch.cuda.mem_get_info()[0] / 1e9
+
+
+@pytest.fixture
+def most_of_the_gpu():
+    """Skips unless 36 GB of the GPU are free; afterwards gives back what
+    the test's tensors took (other pytest-xdist processes share the GPU)."""
+    torch.cuda.empty_cache()
+    if _free_gb() < 36:
+        pytest.skip(f'needs 36 GB of free GPU memory, {_free_gb():.0f} free')
+    yield
+    gc.collect()
+    torch.cuda.empty_cache()
+
+
+def _window(flat: int, plane: int, width: int = 4096) -> tuple:
+    """(plane index, positions) of ``width`` values around flat index
+    ``flat`` of a contiguous 1 x C x H x W tensor, inside its plane."""
+    index, pos = divmod(flat, plane)
+    start, stop = max(0, pos - width // 2), min(plane, pos + width // 2)
+    return index, torch.arange(start, stop, device='cuda')
+
+
+def _shuffled(c: int, channels: int, groups: int) -> int:
+    """The output channel of input channel ``c`` (the kernels' shuffle)."""
+    per = channels // groups
+    return (c % per) * groups + c // per
+
+
+@cuda_test()
+@pytest.mark.xdist_group('most_of_the_gpu_memory')
+def test_block_end_past_2_31_elements_in_bfloat16(most_of_the_gpu):
+    """A bfloat16 block end of 2.15e9 elements: the kernels' int64 offsets,
+    SA with a BatchNorm in eval whose affine learns (mmdet's norm_eval), so
+    that each output plane depends on its input plane alone. Around element
+    2^31 and at the end of the tensor, the output, the input's and the
+    identity's gradients and BN's weight gradient equal a float64
+    reference of that one plane (not a copy of the whole)."""
+    from mmsa.ops import PLANE_GATES
+    torch.manual_seed(0)
+    n, c, h, w = BIG
+    plane = h * w
+    sa = randomize_(ShuffleAttention(c, groups=4, impl='triton'), 1).cuda()
+    norm = randomize_(torch.nn.BatchNorm2d(c), 2).cuda().eval()
+    z = torch.randn(BIG, device='cuda', dtype=BF16, requires_grad=True)
+    idt = torch.randn(BIG, device='cuda', dtype=BF16, requires_grad=True)
+    assert support.needs_int64(z)
+    out = block_end(z, sa, norm, idt)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    gate = sa.plane_gate()
+    params = [t.detach().double() for t in gate.params]
+    scale = torch.rsqrt(norm.running_var.double() + norm.eps)
+    shift = norm.running_mean.double()
+
+    def x_of(k, weight=None):  # the BN output of plane k, float64
+        weight = norm.weight[k].double() if weight is None else weight
+        return (z[0, k].detach().double().flatten() - shift[k]) * \
+            scale[k] * weight + norm.bias[k].double()
+
+    means = torch.stack([x_of(k).mean() for k in range(c)])[None]
+    var = torch.stack([x_of(k).var(unbiased=False) for k in range(c)])[None]
+    for flat in (BOUNDARY, out.numel() - 1):
+        # the output around it, from its input plane
+        oc, pos = _window(flat, plane)
+        k = next(i for i in range(c)
+                 if _shuffled(i, c, gate.shuffle) == oc)
+        weight = norm.weight[k].detach().double().requires_grad_()
+        zk = z[0, k].detach().double().flatten().requires_grad_()
+        x = (zk - shift[k]) * scale[k] * weight + norm.bias[k].double()
+        m, v = means.clone(), var.clone()
+        m[0, k], v[0, k] = x.mean(), x.var(unbiased=False)
+        p, q = PLANE_GATES[gate.function](m, v, params, gate.eps)
+        pre = x * torch.sigmoid(p[0, k] * (x - m[0, k]) + q[0, k]) + \
+            idt[0, oc].double().flatten()
+        got = out[0, oc].flatten()
+        mask = got > 0  # the kernel's ReLU mask (rounding may flip a kink)
+        ref = torch.where(mask, pre, 0.)
+        err = (got[pos].double() - ref[pos]).abs()
+        assert (err <= 4e-3 * ref[pos].abs() + 1e-4).all(), err.max()
+        assert torch.equal(idt.grad[0, oc].flatten()[pos],
+                           torch.where(mask, grad[0, oc].flatten(), 0)[pos])
+        dz, dw = torch.autograd.grad(ref, [zk, weight],
+                                     grad[0, oc].double().flatten())
+        got_dz = z.grad[0, k].flatten()[pos].double()
+        assert _error(got_dz, dz[pos], F32) <= 1e-2
+        assert _error(norm.weight.grad[k], dw, F32) <= 1e-3
+
+
+@cuda_test()
+@pytest.mark.xdist_group('most_of_the_gpu_memory')
+def test_gate_epilogue_past_2_31_elements_in_bfloat16(most_of_the_gpu):
+    """The gate epilogue (SGE's and CBAM's end) on 2.15e9 bfloat16 values:
+    around element 2^31 and at the end, the output and the input's, the
+    identity's and both gates' gradients equal float64 references."""
+    from mmsa.ops.triton_gate import gate_triton
+    torch.manual_seed(0)
+    n, c, h, w = BIG
+    plane, groups = h * w, 4
+    x = torch.randn(BIG, device='cuda', dtype=BF16, requires_grad=True)
+    idt = torch.randn(BIG, device='cuda', dtype=BF16, requires_grad=True)
+    gc = torch.rand(n, c, device='cuda', requires_grad=True)
+    gs = torch.rand(n, groups, h, w, device='cuda', requires_grad=True)
+    out = gate_triton(x, gc, gs, idt)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    for flat in (BOUNDARY, out.numel() - 1):
+        k, pos = _window(flat, plane)
+        grp, per = k // (c // groups), c // groups
+        xk = x[0, k].detach().flatten().double()
+        gsk = gs[0, grp].detach().flatten().double()
+        got = out[0, k].flatten()
+        mask = got > 0
+        g = torch.where(mask, grad[0, k].flatten(), 0).double()
+        ref = torch.where(mask, xk * gc[0, k].double() * gsk +
+                          idt[0, k].flatten().double(), 0.)
+        err = (got[pos].double() - ref[pos]).abs()
+        assert (err <= 4e-3 * ref[pos].abs() + 1e-4).all(), err.max()
+        assert torch.equal(idt.grad[0, k].flatten()[pos], g[pos].to(BF16))
+        dx = g * gc[0, k].double() * gsk
+        assert _error(x.grad[0, k].flatten()[pos].double(), dx[pos],
+                      F32) <= 1e-2
+        assert _error(gc.grad[0, k], (g * xk * gsk).sum(), F32) <= 1e-3
+        d_gs = torch.zeros(len(pos), device='cuda', dtype=torch.float64)
+        for j in range(grp * per, (grp + 1) * per):
+            yj = out[0, j].flatten()[pos]
+            gj = torch.where(yj > 0, grad[0, j].flatten()[pos], 0).double()
+            d_gs += gj * x[0, j].flatten()[pos].double() * gc[0, j].double()
+        assert _error(gs.grad[0, grp].flatten()[pos], d_gs, F32) <= 1e-3
+
+
+@cuda_test()
+@pytest.mark.parametrize('name', ['SA', 'ECA', 'CBAM', 'SGE'])
+def test_planes_past_2_21_positions_in_channels_last(name):
+    """Planes of 2.25 million positions (past 2^21) in channels_last, BN
+    in training: everything equals the float64 reference (on the GPU)."""
+    _check(name, 'train', F32, 'channels_last', (2, 16, 1500, 1500), True,
+           0., device='cuda', ref_device='cuda', tolerance=1e-4)
+
+
+@cuda_test(gpus=2)
+@pytest.mark.parametrize('name', ['SA', 'SE', 'CBAM'])
+def test_input_on_the_second_gpu(name):
+    """An input on cuda:1 while cuda:0 is the current device: the kernels
+    launch on the input's GPU (eager and compiled), and equal the float64
+    reference."""
+    assert torch.cuda.current_device() == 0
+    _check(name, 'train', F32, 'contiguous', (2, 32, 9, 11), True, 0.,
+           device='cuda:1')
+    if name == 'CBAM' or not hasattr(torch.library, 'custom_op'):
+        return  # the gate epilogue leaves torch.compile to the reference
+    attention = randomize_(ATTENTION[name](32), seed=1).to('cuda:1')
+    attention.impl = 'triton'
+    norm = randomize_(torch.nn.BatchNorm2d(32), 2).to('cuda:1').train()
+    z = torch.randn(2, 32, 9, 11, device='cuda:1', requires_grad=True)
+    idt = torch.randn_like(z)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda a, b: block_end(a, attention, norm, b),
+                             backend='aot_eager', fullgraph=True)
+    out = compiled(z, idt)
+    out.sum().backward()
+    eager = block_end(z.detach(), attention, copy.deepcopy(norm), idt)
+    assert out.device == z.device
+    assert _error(out.detach().cpu(), eager.cpu(), F32) <= 1e-5
+
+
+@cuda_test()
+@pytest.mark.parametrize('name', ['SA', 'SE', 'ECA', 'CBAM', 'SGE'])
+def test_kernels_give_identical_bits_twice_at_a_resnet_stage(name):
+    """Two identical forward and backward passes at the first stage of the
+    detectors' ResNet (planes split across programs) give the same bits:
+    the kernels use no atomics (cuDNN set deterministic for the gates'
+    own convolutions)."""
+    gen = torch.Generator().manual_seed(0)
+    attention = randomize_(ATTENTION[name](256), seed=1).cuda()
+    attention.impl = 'triton'
+    z = torch.randn(2, 256, 200, 336, generator=gen).cuda()
+    idt = torch.randn(z.shape, generator=gen).cuda()
+    grad = torch.randn(z.shape, generator=gen).cuda()
+
+    def step():
+        norm = randomize_(torch.nn.BatchNorm2d(256), 3).cuda()
+        att = copy.deepcopy(attention)
+        zz, ii = z.clone().requires_grad_(), idt.clone().requires_grad_()
+        out = block_end(zz, att, norm, ii)
+        out.backward(grad)
+        return [out, zz.grad, ii.grad, norm.weight.grad, norm.bias.grad,
+                norm.running_var] + [p.grad for p in att.parameters()]
+
+    deterministic = torch.backends.cudnn.deterministic
+    torch.backends.cudnn.deterministic = True
+    try:
+        first, second = step(), step()
+    finally:
+        torch.backends.cudnn.deterministic = deterministic
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)

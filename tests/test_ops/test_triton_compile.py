@@ -1,6 +1,6 @@
 """mmsa's Triton kernels through Triton's real compiler, without a GPU.
 
-The interpreter (test_triton_kernels.py) runs the kernels' Python; here
+The interpreter (test_block_end.py) runs the kernels' Python; here
 the compiler checks what only the GPU path sees (types, layouts, constexpr
 branches), in a process without the interpreter: Triton 3 builds sm_90
 binaries (TTIR -> PTX -> ptxas, the H100/H200); Triton 2.1, which torch 2.1

@@ -23,8 +23,9 @@ def one_thread():
 @pytest.mark.parametrize('name', ['SA', 'SE', 'ECA', 'SGE', 'CBAM'])
 def test_official_composition_matches_the_mmsa_module(name):
     bench = _load_tool()
-    cls, kwargs, official = bench.ATTENTION[name]
-    m = bench.randomize_(cls(256, **kwargs), seed=1)
+    cls, _, official = bench.ATTENTION[name]
+    m = bench.randomize_(cls(256, **bench.attention_options(name, 256)),
+                         seed=1)
     x = torch.randn(2, 256, 5, 7)
     torch.testing.assert_close(official(m, x), m(x), rtol=1e-5, atol=1e-5)
 
@@ -44,6 +45,26 @@ def test_resnet50_is_mmdets_with_the_attention_in_16_blocks():
     # the stride on the 3x3 conv (style 'pytorch')
     assert plain.layers[1][0].conv1.stride == (1, 1)
     assert plain.layers[1][0].conv2.stride == (2, 2)
+
+
+def test_v1c_arch_is_mmsegs_resnetv1c_50_with_ecas_kernels_by_stage():
+    """--arch r50-v1c: UperNet's backbone, the deep stem (three 3x3 convs,
+    32-32-64 channels) instead of the 7x7 conv; ECA takes ECA-Net's kernel
+    sizes by stage, as mmsa's configs."""
+    bench = _load_tool()
+    v1c = bench.build_models(['ECA'], [], 'inductor', 'cpu', 'r50-v1c')
+    plain = v1c['R50']
+    # 23,508,032 - 7x7 conv and BN (9,536) + three convs and BNs (28,768)
+    assert sum(p.numel() for p in plain.parameters()) == 23_527_264
+    assert [m.kernel_size for m in plain.stem
+            if isinstance(m, torch.nn.Conv2d)] == [(3, 3)] * 3
+    outs = plain(torch.randn(1, 3, 64, 96))
+    assert [tuple(o.shape[2:]) for o in outs] == [(16, 24), (8, 12), (4, 6),
+                                                  (2, 3)]
+    kernels = [b.attn.kernel_size for layer in v1c['ECA mmsa'].layers
+               for b in layer[:1]]
+    assert kernels == [3, 5, 5, 7]
+    assert bench.parse_args(['--arch', 'r50-v1c']).arch == 'r50-v1c'
 
 
 @pytest.mark.parametrize('name', ['SA', 'SE', 'ECA', 'SGE', 'CBAM'])
@@ -227,6 +248,7 @@ def test_quick_cpu_run_writes_markdown_and_json_that_load_renders(tmp_path):
                          '--skip-memory', '--out', str(stem)])
     assert [r['model'] for r in result['backbones']] == [
         'R50', 'SA official', 'SA mmsa']
+    assert {r['arch'] for r in result['backbones']} == {'r50'}
     assert all('peak_mb' not in r for r in result['backbones'])  # CPU
     table = (tmp_path / 'run.md').read_text()
     assert '| SA mmsa |' in table and 'SA op' not in table

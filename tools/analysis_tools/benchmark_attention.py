@@ -2,7 +2,8 @@
 
     python tools/analysis_tools/benchmark_attention.py --device cuda
         [--quick] [--rounds 15] [--warmup 3]
-        [--shapes det seg | --input N C H W] [--precisions fp32 amp]
+        [--shapes det seg | --input N C H W] [--arch r50 | r50-v1c]
+        [--precisions fp32 amp]
         [--attentions SA SE ECA SGE CBAM] [--compile SA]
         [--compile-budget 200] [--skip-ops] [--skip-backbones]
         [--skip-memory] [--memory-input N C H W]
@@ -17,17 +18,21 @@ is taken per round, ``variant / plain R50 - 1`` in the same round.
 
 * Backbone: ResNet-50 of mmdet's architecture (style 'pytorch', BN in train
   mode, nothing frozen) in plain PyTorch, the attention after ``bn3`` of all
-  16 bottlenecks, as (with the same random weights) the official composition
-  ending the block as the official ResNets (``bn3``, the attention, ``out +=
-  identity; relu``), mmsa's block end ``block_end(conv3 output, attn, bn3,
-  identity)`` (on CUDA one op: BN folded into the attention's statistics
-  pass, the gate, the add and the ReLU in one element-wise pass), and
-  ``torch.compile`` of the mmsa model. Train step = forward, backward of
+  16 bottlenecks (its defaults; ECA with ECA-Net's kernel sizes 3, 5, 5, 7
+  by stage, as mmsa's configs), as (with the same random weights) the
+  official composition ending the block as the official ResNets (``bn3``,
+  the attention, ``out += identity; relu``), mmsa's block end
+  ``block_end(conv3 output, attn, bn3, identity)`` (on CUDA one op: BN
+  folded into the attention's statistics pass, the gate, the add and the
+  ReLU in one element-wise pass), and ``torch.compile`` of the mmsa
+  model. Train step = forward, backward of
   the stage outputs' means, SGD (momentum 0.9); inference = eval,
   ``no_grad``; peak = ``max_memory_allocated`` during a train step above
   the level before it (CUDA only). Inputs 2x3x800x1344 (det) and
   8x3x512x512 (seg), fp32 and autocast (fp16 on CUDA, bf16 on CPU; no grad
-  scaler); cuDNN autotuning.
+  scaler); cuDNN autotuning. ``--arch r50-v1c``: mmseg's ResNetV1c-50
+  instead (the deep stem of UperNet's backbone), its plain form still
+  named 'R50'.
 * SA op: mmsa's ``ShuffleAttention`` (groups 64) vs the official
   composition and ``torch.compile`` of
   :func:`mmsa.ops.plane_gate_reference`, fp32,
@@ -84,6 +89,8 @@ from mmsa.ops import block_end, plane_gate_reference
 
 INPUTS = {'det': (2, 3, 800, 1344), 'seg': (8, 3, 512, 512)}
 QUICK_INPUTS = {'det': (1, 3, 64, 96), 'seg': (1, 3, 64, 64)}
+#: --arch: (name, deep stem); 'R50' is the plain backbone of either
+ARCHS = {'r50': ('ResNet-50', False), 'r50-v1c': ('ResNetV1c-50', True)}
 STAGES = ((256, 4), (512, 8), (1024, 16), (2048, 32))  # channels, stride
 ATTENTIONS = ('SA', 'SE', 'ECA', 'SGE', 'CBAM')
 FLOOR_PASSES = {'fwd': 3, 'fb': 8}
@@ -160,13 +167,24 @@ def official_cbam(m: CBAM, x: torch.Tensor) -> torch.Tensor:
     return x * torch.sigmoid(scale)
 
 
+#: ECA-Net's ResNet-50 kernel sizes by stage (its channels), as in mmsa's
+#: ECA configs
+ECA_KERNELS = {256: 3, 512: 5, 1024: 5, 2048: 7}
 ATTENTION = {  # name -> (mmsa class, its R50 arguments, official forward)
     'SA': (ShuffleAttention, dict(groups=64), official_sa),
     'SE': (SqueezeExcitation, dict(reduction=16), official_se),
-    'ECA': (EfficientChannelAttention, {}, official_eca),
+    'ECA': (EfficientChannelAttention, dict(kernel_size=ECA_KERNELS),
+            official_eca),
     'SGE': (SpatialGroupEnhance, dict(groups=64), official_sge),
     'CBAM': (CBAM, dict(reduction=16, kernel_size=7), official_cbam),
 }
+
+
+def attention_options(name: str, channels: int) -> dict:
+    """The R50 arguments of attention ``name`` in a block of ``channels``
+    (a per-stage value is a dict by channels)."""
+    return {k: v[channels] if isinstance(v, dict) else v
+            for k, v in ATTENTION[name][1].items()}
 
 
 class Official(nn.Module):
@@ -224,13 +242,22 @@ class Bottleneck(nn.Module):
 
 
 class ResNet50(nn.Module):
-    """ResNet-50 returning its 4 stage outputs (mmdet's out_indices)."""
+    """ResNet-50 returning its 4 stage outputs (mmdet's out_indices); with
+    ``deep_stem`` mmseg's ResNetV1c-50 (three 3x3 convs, 32-32-64 channels,
+    instead of the 7x7 conv: UperNet's backbone)."""
 
-    def __init__(self, attention: Optional[Callable] = None) -> None:
+    def __init__(self, attention: Optional[Callable] = None,
+                 deep_stem: bool = False) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False),
-                                  nn.BatchNorm2d(64), nn.ReLU(inplace=True),
-                                  nn.MaxPool2d(3, 2, 1))
+        if deep_stem:
+            convs = []
+            for cin, cout, stride in ((3, 32, 2), (32, 32, 1), (32, 64, 1)):
+                convs += [nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+                          nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+        else:
+            convs = [nn.Conv2d(3, 64, 7, 2, 3, bias=False),
+                     nn.BatchNorm2d(64), nn.ReLU(inplace=True)]
+        self.stem = nn.Sequential(*convs, nn.MaxPool2d(3, 2, 1))
         self.layers, inplanes = nn.ModuleList(), 64
         for planes, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2),
                                        (512, 3, 2)):
@@ -258,15 +285,18 @@ def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:
 
 
 def build_models(attentions: Sequence[str], compiled: Sequence[str],
-                 backend: str, device: str) -> Dict[str, nn.Module]:
+                 backend: str, device: str,
+                 arch: str = 'r50') -> Dict[str, nn.Module]:
     """'R50' and, per attention, '<name> official', '<name> mmsa' and (if
     compiled) '<name> compile', the three with the same weights."""
     torch.manual_seed(0)
-    models = {'R50': ResNet50()}
+    deep_stem = ARCHS[arch][1]
+    models = {'R50': ResNet50(deep_stem=deep_stem)}
     for name in attentions:
-        cls, kwargs, official = ATTENTION[name]
-        model = ResNet50(lambda c, cls=cls, kw=kwargs: randomize_(
-            cls(c, **kw), seed=c))
+        cls, _, official = ATTENTION[name]
+        model = ResNet50(lambda c, cls=cls, name=name: randomize_(
+            cls(c, **attention_options(name, c)), seed=c),
+            deep_stem=deep_stem)
         models[f'{name} official'] = theirs = copy.deepcopy(model)
         for block in theirs.modules():
             if isinstance(block, Bottleneck):
@@ -420,7 +450,7 @@ def bench_backbones(args, timer, first_calls: FirstCalls, rows: List[dict],
     """Appends a row per model to ``rows``, saving after each input and
     precision."""
     models = build_models(args.attentions, args.compile, args.compile_backend,
-                          args.device)
+                          args.device, args.arch)
     optims = {
         k: torch.optim.SGD(m.parameters(), lr=1e-4, momentum=0.9)
         for k, m in models.items()
@@ -447,7 +477,7 @@ def bench_backbones(args, timer, first_calls: FirstCalls, rows: List[dict],
             over = {k: overheads(t, 'R50') for k, t in times.items()}
             for k in times['train']:
                 row = {'input': shape, 'size': list(size), 'model': k,
-                       'precision': precision}
+                       'precision': precision, 'arch': args.arch}
                 for mode, t in times.items():
                     if k in t:
                         row[f'{mode}_ms'] = quartiles(t[k])[1] * 1e3
@@ -581,7 +611,8 @@ def bench_memory(args, result: dict, save: Callable[[], None]) -> None:
     gpu_path = args.device == 'cuda' or interpreting()
     reason = triton_unavailable() or (None if gpu_path else (
         'TRITON_INTERPRET=1 must be set before mmsa runs a kernel'))
-    models = build_models(args.attentions, [], 'inductor', args.device)
+    models = build_models(args.attentions, [], 'inductor', args.device,
+                          args.arch)
     x = torch.randn(args.memory_input, device=args.device)
     for mode in MEMORY_MODES:
         counts = {}
@@ -735,7 +766,8 @@ def markdown(result: dict) -> str:
                               f'{r["peak_overhead"]:+.1%}']
         precision = 'fp32' if combo[1] == 'fp32' else f'{amp} autocast'
         lines += _table(
-            f'ResNet-50, input {tuple(rows[0]["size"])}, {precision}; '
+            f'{ARCHS[rows[0].get("arch", "r50")][0]}, input '
+            f'{tuple(rows[0]["size"])}, {precision}; '
             'overheads over R50 in the same round:',
             ['model', 'train ms', 'overhead', 'inference ms', 'overhead'] +
             ['peak MB', 'overhead'] * peak, cells)
@@ -805,6 +837,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     add('--rounds', type=int, default=15, help='timed rounds')
     add('--warmup', type=int, default=3, help='untimed rounds before')
     add('--shapes', nargs='+', choices=list(INPUTS), default=list(INPUTS))
+    add('--arch', choices=list(ARCHS), default='r50',
+        help="the backbone: 'r50' mmdet's ResNet-50 (the detectors'), "
+        "'r50-v1c' mmseg's ResNetV1c-50 (UperNet's)")
     add('--input', type=int, nargs=4, metavar=('N', 'C', 'H', 'W'),
         help="one other input instead (named 'input'), e.g. 2 3 512 512")
     add('--precisions', nargs='+', choices=['fp32', 'amp'],

@@ -1,9 +1,12 @@
-"""Write ``configs/*/metafile.yml`` and ``model-index.yml`` from the configs.
+"""Write ``configs/*/metafile.yml``, ``model-index.yml`` and README's model
+zoo from the configs.
 
     python tools/analysis_tools/get_flops.py configs/*/*.py \\
         --json docs/complexity.json      # params and FLOPs (slow: CPU)
-    python tools/misc/update_model_index.py   # metafiles + model-index.yml
-    python tools/misc/update_model_index.py --zoo   # README's zoo tables
+    python tools/misc/update_model_index.py   # metafiles, index, zoo
+    python tools/misc/update_model_index.py --zoo   # print the zoo tables
+    python tools/misc/update_model_index.py \\
+        --gpu-result work_dirs/gpu_check/gpu_check.json   # land a GPU check
 
 The format is OpenMMLab's (mmdet/mmseg ``metafile.yml``, read by openmim
 through the ``model-index`` package): one Collection per architecture
@@ -12,11 +15,21 @@ parameters and FLOPs. ``Results`` quote published numbers for the same
 architecture and attention where the authors released one; they are
 reference values, not results of these configs (COCO/ADE20K training does
 not fit the machines mmsa is developed on), and each names its source.
+
+The zoo's "GPU train-step overhead" comes from a ``tools/gpu_check.py``
+result: ``--gpu-result FILE`` copies it (and its markdown) to
+``docs/gpu_result.json`` (``.md``), which later runs read. A config gets a
+value where the check measured its backbone and attention at its input
+(the backbone alone, BN in training mode): the detectors' ResNet-50 at
+2x3x800x1344 and UperNet's ResNetV1c-50 at 8x3x512x512, with SA, SE, ECA
+(kernel sizes 3, 5, 5, 7), SGE or CBAM as the benchmark builds them; each
+value names the GPU. Everything else says "not measured".
 """
 import argparse
 import json
 import os
 import os.path as osp
+import shutil
 import sys
 from collections import OrderedDict
 from typing import Dict, List, Optional, Tuple
@@ -26,6 +39,24 @@ from mmengine.config import Config
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 COMPLEXITY = 'docs/complexity.json'
+GPU_RESULT = 'docs/gpu_result.json'
+ZOO_FILE = 'README.md'
+PERFORMANCE = 'docs/performance.md'
+# the blocks this tool rewrites in ZOO_FILE and PERFORMANCE
+ZOO_MARKERS = ('<!-- zoo: written by tools/misc/update_model_index.py -->',
+               '<!-- /zoo -->')
+GPU_MARKERS = ('<!-- gpu: written by tools/misc/update_model_index.py -->',
+               '<!-- /gpu -->')
+NOT_MEASURED = 'not measured'
+#: The benchmark's backbones (benchmark_attention.py --arch) by the zoo's
+#: backbone name, and the input each is measured at by the training data.
+GPU_BACKBONES = {('ResNet-50', 'COCO'): ('r50', 'det'),
+                 ('ResNetV1c-50', 'ADE20K'): ('r50-v1c', 'seg')}
+#: The attentions as the benchmark builds them (benchmark_attention.py's
+#: ATTENTION), in describe_attention's words: a config's attention must
+#: read exactly so.
+GPU_ATTENTIONS = {'SA': 'SA', 'SE': 'SE', 'ECA': 'ECA (kernel_size=3,5,5,7)',
+                  'SGE': 'SGE', 'CBAM': 'CBAM'}
 
 # folder -> (collection, paper title, paper URL, training data, results)
 ARCHS = OrderedDict([
@@ -209,7 +240,9 @@ def model_entry(path: str, collection: str, complexity: dict) -> dict:
             for task, metric in task_of(cfg) if metric in values
         ]
         entry['Results Source'] = source
-    return dict(entry, _attention=attention, _type=type_)
+    return dict(entry, _attention=attention, _type=type_,
+                _gpu_key=GPU_BACKBONES.get((backbone,
+                                            metadata['Training Data'])))
 
 
 def _plain(node):
@@ -241,6 +274,140 @@ def build_index(complexity: dict) -> Dict[str, dict]:
             Collections=[collection_entry(folder)], Models=[]))
         meta['Models'].append(model_entry(path, collection, complexity))
     return index
+
+
+def load_gpu_result(path: str) -> dict:
+    """A ``tools/gpu_check.py`` result measured on a GPU; one clear error
+    for anything else."""
+    try:
+        with open(path) as f:
+            result = json.load(f)
+    except (OSError, ValueError) as err:
+        raise SystemExit(f'--gpu-result {path}: cannot read a JSON result '
+                         f'({err}); pass the gpu_check.json that '
+                         'tools/gpu_check.py wrote') from None
+    if not isinstance(result, dict) or result.get('tool') != 'gpu_check':
+        raise SystemExit(f'--gpu-result {path}: not a tools/gpu_check.py '
+                         'result (no "tool": "gpu_check"); pass its '
+                         'gpu_check.json')
+    if not result.get('cuda'):
+        raise SystemExit(f'--gpu-result {path}: a dry run without CUDA '
+                         f'(torch {result["machine"]["torch"]}): it holds '
+                         'no GPU figure to land')
+    return result
+
+
+def gpu_overheads(result: dict) -> Dict[tuple, dict]:
+    """(arch, input, attention) -> the median train-step overhead of the
+    mmsa variant over the plain backbone by precision, with the GPU and
+    the input size, from every benchmark part of ``result``."""
+    found: Dict[tuple, dict] = {}
+    for part in result['benchmark'].values():
+        for row in part.get('backbones', []):
+            name, _, variant = row['model'].partition(' ')
+            if variant != 'mmsa' or 'train_overhead' not in row:
+                continue
+            entry = found.setdefault(
+                (row.get('arch', 'r50'), row['input'], name),
+                dict(gpu=result['machine']['gpu'],
+                     size='x'.join(map(str, row['size']))))
+            entry[row['precision']] = row['train_overhead'][1]
+    return found
+
+
+def apply_gpu_result(index: Dict[str, dict], result: Optional[dict],
+                     source: str = GPU_RESULT) -> int:
+    """Adds ``GPU Train-Step Overhead`` to the metadata (and the zoo's
+    cell, ``_gpu``) of every model whose backbone and attention ``result``
+    measured; returns how many."""
+    overheads = gpu_overheads(result) if result else {}
+    filled = 0
+    for meta in index.values():
+        for model in meta['Models']:
+            model['_gpu'] = NOT_MEASURED
+            key = model['_gpu_key']
+            if key is None or GPU_ATTENTIONS.get(
+                    model['_type']) != model['_attention']:
+                continue
+            found = overheads.get(key + (model['_type'], ))
+            if found is None or not {'fp32', 'amp'} & set(found):
+                continue
+            values = OrderedDict(
+                (label, f'{found[p]:+.1%}')
+                for p, label in (('fp32', 'fp32'), ('amp', 'fp16 autocast'))
+                if p in found)
+            model['Metadata']['GPU Train-Step Overhead'] = OrderedDict(
+                [*values.items(), ('GPU', found['gpu']),
+                 ('Measured', f'{model["Metadata"]["Architecture"][0]} '
+                  f'alone, BN in training mode, input {found["size"]}, '
+                  'over the plain backbone (tools/gpu_check.py)'),
+                 ('Source', source)])
+            model['_gpu'] = (', '.join(f'{v} {k}' for k, v in values.items())
+                             + f' ({found["gpu"]})')
+            filled += 1
+    return filled
+
+
+def replace_block(path: str, markers: Tuple[str, str], text: str) -> bool:
+    """Replaces what lies between ``markers`` in ``path`` with ``text``;
+    False where the file has no such block."""
+    with open(path) as f:
+        content = f.read()
+    start, end = markers
+    if start not in content or end not in content:
+        return False
+    head, rest = content.split(start, 1)
+    _, tail = rest.split(end, 1)
+    with open(path, 'w') as f:
+        f.write(f'{head}{start}\n\n{text.strip()}\n\n{end}{tail}')
+    return True
+
+
+def gpu_section(result: Optional[dict]) -> str:
+    """docs/performance.md's GPU results: 'not measured', or the landed
+    check's headline, machine, command and train-step overheads."""
+    if result is None:
+        return ('**Not measured**: no GPU has run mmsa\'s kernels yet. The '
+                'check\n([gpu_check.md](gpu_check.md)) writes what lands '
+                'here.')
+    machine = result['machine']
+    tests = result.get('tests') or {}
+    lines = [result['headline'], '', '| | |', '|---|---|',
+             f'| GPU | {machine["gpu"]} (driver '
+             f'{machine.get("driver", "-")}) |',
+             f'| torch, CUDA, triton | {machine["torch"]}, CUDA '
+             f'{machine.get("cuda_version")}, triton {machine["triton"]} |',
+             f'| date | {result["date"]} |',
+             f'| command | `{result["command"]}` |']
+    if tests:
+        lines.append(f'| CUDA tests | {tests["passed"]} passed, '
+                     f'{tests["failed"] + tests["errors"]} failed, '
+                     f'{tests["skipped"]} skipped |')
+    overheads = gpu_overheads(result)
+    combos = sorted({k[:2] for k in overheads}, key=str)
+    if combos:
+        lines += ['', 'Train-step overhead of the mmsa attention over the '
+                  'plain backbone (median of the rounds; fp32 / fp16 '
+                  'autocast):', '',
+                  '| attention | ' + ' | '.join(
+                      f'{arch} {inp} {_sizes(overheads, arch, inp)}'
+                      for arch, inp in combos) + ' |',
+                  '|---' * (len(combos) + 1) + '|']
+        for name in GPU_ATTENTIONS:
+            cells = []
+            for arch, inp in combos:
+                found = overheads.get((arch, inp, name), {})
+                cells.append(' / '.join(f'{found[p]:+.1%}' for p in
+                                        ('fp32', 'amp') if p in found)
+                             or '-')
+            lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
+    lines += ['', 'The whole run: [gpu_result.md](gpu_result.md).']
+    return '\n'.join(lines)
+
+
+def _sizes(overheads: Dict[tuple, dict], arch: str, inp: str) -> str:
+    sizes = {v['size'] for k, v in overheads.items() if k[:2] == (arch, inp)}
+    return ', '.join(sorted(sizes))
 
 
 def write(index: Dict[str, dict]) -> List[str]:
@@ -287,7 +454,7 @@ def zoo_tables(index: Dict[str, dict]) -> str:
                 f'| [{model["Name"]}]({model["Config"]}) | '
                 f'{md["Architecture"][0]} | {model["_attention"]} | '
                 f'{md["Parameters"] / 1e6:.2f} | {md["FLOPs"] / 1e9:.1f} | '
-                f'not measured | {reference} |')
+                f'{model.get("_gpu", NOT_MEASURED)} | {reference} |')
         out.append('')
     return '\n'.join(out)
 
@@ -298,15 +465,42 @@ def main(argv=None) -> int:
                         help='JSON written by get_flops.py --json')
     parser.add_argument('--zoo', action='store_true',
                         help='print the model zoo tables instead')
+    parser.add_argument('--gpu-result', metavar='FILE.json',
+                        help='land a tools/gpu_check.py result: copied '
+                        f'(with its .md) to {GPU_RESULT}, which every run '
+                        'reads')
     args = parser.parse_args(argv)
     with open(osp.join(ROOT, args.complexity)) as f:
         complexity = json.load(f)['configs']
+    landed = osp.join(ROOT, GPU_RESULT)
+    result = None
+    if args.gpu_result:
+        result = load_gpu_result(args.gpu_result)
+        if osp.abspath(args.gpu_result) != landed:
+            shutil.copy(args.gpu_result, landed)
+            md = osp.splitext(args.gpu_result)[0] + '.md'
+            if osp.exists(md):
+                shutil.copy(md, osp.splitext(landed)[0] + '.md')
+    elif osp.exists(landed):
+        result = load_gpu_result(landed)
     index = build_index(complexity)
+    filled = apply_gpu_result(index, result)
     if args.zoo:
         print(zoo_tables(index))
         return 0
     for path in write(index):
         print(f'wrote {path}')
+    for path, markers, text in ((ZOO_FILE, ZOO_MARKERS, zoo_tables(index)),
+                                (PERFORMANCE, GPU_MARKERS,
+                                 gpu_section(result))):
+        if replace_block(osp.join(ROOT, path), markers, text):
+            print(f'wrote {path} (its block {markers[0]})')
+        else:
+            print(f'{path}: no block {markers[0]} ... {markers[1]}; not '
+                  'written')
+    if result:
+        print(f'GPU train-step overhead of {filled} configs from '
+              f'{GPU_RESULT} ({result["machine"]["gpu"]})')
     return 0
 
 

@@ -1,0 +1,50 @@
+"""tools/misc/update_model_index.py: landing a GPU check's result.
+
+What needs every config (mmdet and mmseg) is in
+tests/test_configs/test_model_index.py.
+"""
+import json
+
+import pytest
+from testing_utils import load_tool
+
+
+def _tool():
+    return load_tool('tools/misc/update_model_index.py')
+
+
+def test_gpu_result_of_a_dry_run_or_another_file_is_refused(tmp_path):
+    tool = _tool()
+    path = tmp_path / 'r.json'
+    path.write_text(json.dumps(dict(tool='gpu_check', cuda=False,
+                                    machine=dict(torch='2.13.0+cpu'))))
+    with pytest.raises(SystemExit, match=r'a dry run without CUDA \(torch '
+                       r'2.13.0\+cpu\): it holds no GPU figure to land'):
+        tool.load_gpu_result(str(path))
+    path.write_text('{"ops": []}')
+    with pytest.raises(SystemExit, match='not a tools/gpu_check.py result'):
+        tool.load_gpu_result(str(path))
+    with pytest.raises(SystemExit, match='cannot read a JSON result'):
+        tool.load_gpu_result(str(tmp_path / 'missing.json'))
+
+
+def test_a_marked_block_is_replaced_and_nothing_else(tmp_path):
+    tool = _tool()
+    start, end = tool.GPU_MARKERS
+    path = tmp_path / 'doc.md'
+    path.write_text(f'# Title\n\n{start}\n\nold\n\n{end}\n\nafter\n')
+    assert tool.replace_block(str(path), tool.GPU_MARKERS, 'new\n')
+    assert path.read_text() == f'# Title\n\n{start}\n\nnew\n\n{end}\n\nafter\n'
+    once = path.read_text()
+    tool.replace_block(str(path), tool.GPU_MARKERS, 'new')
+    assert path.read_text() == once
+    path.write_text('no block\n')
+    assert not tool.replace_block(str(path), tool.GPU_MARKERS, 'new')
+    assert path.read_text() == 'no block\n'
+
+
+def test_without_a_result_every_gpu_figure_says_not_measured():
+    tool = _tool()
+    assert tool.gpu_section(None).startswith('**Not measured**')
+    assert tool.gpu_overheads(dict(machine=dict(gpu='G'),
+                                   benchmark={})) == {}
