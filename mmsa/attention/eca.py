@@ -19,9 +19,11 @@ def eca_plane_gate(mean: torch.Tensor, var: Optional[torch.Tensor],
     padding), of every plane (no term in ``x - mean``)."""
     weight, = params
     n, c = mean.shape
-    k = weight.shape[-1]
+    # a Python int: torch 2.1's ONNX tracer would make a traced size of it
+    # and pass conv1d an empty padding
+    pad = (int(weight.shape[-1]) - 1) // 2
     return None, F.conv1d(mean.reshape(n, 1, c), weight,
-                          padding=(k - 1) // 2).reshape(n, c)
+                          padding=pad).reshape(n, c)
 
 
 @register_attention('ECA')

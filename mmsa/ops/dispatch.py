@@ -5,7 +5,8 @@ paths it has (``IMPLS``, e.g. SA: ``auto``, ``triton``, ``cpu``,
 ``reference``). ``'auto'`` takes the fastest kernel for the input's device;
 the environment variable ``MMSA_IMPL`` sets a process-wide default that
 applies where the config leaves ``impl='auto'`` (a value written in the
-config wins). A path that cannot take an input runs the reference and says
+config wins; under ``torch.compile`` it is read when the module is traced).
+A path that cannot take an input runs the reference and says
 why, once per reason.
 """
 import logging
@@ -37,6 +38,9 @@ def check_impl(owner: str, impl, choices: Sequence[str]) -> None:
                          f'module; choose one of {list(choices)}')
 
 
+# Taken as a constant when torch.compile traces a module (torch 2.1's
+# dynamo cannot trace os.environ): set MMSA_IMPL before compiling.
+@torch.compiler.assume_constant_result
 def _env_default() -> str:
     value = os.environ.get(IMPL_ENV, 'auto') or 'auto'
     if value not in IMPL_NAMES:
