@@ -166,11 +166,9 @@ SA_TARGET void plane_stats(const float* x, int64_t m, double* mean,
 
 // The gate s = sigmoid(a * (x - c) + b) of values [i0, i0 + len) into
 // s[]. Gates are computed a chunk at a time into a stack buffer and used by
-// a second loop: fusing both in one loop made gcc 12 emit code ~6x slower.
-// (AVX-512 intrinsics doing both in one loop, with a reciprocal estimate
-// instead of the division, measured no faster; Newton steps in place of
-// the division alone made the gate 12-36% slower: the vector arithmetic
-// bounds it, not the divider.)
+// a second loop: fused in one loop, gcc vectorises it far worse. (A
+// reciprocal estimate or Newton steps in place of the division do not
+// help: the vector arithmetic bounds the gate, not the divider.)
 
 SA_TARGET static inline float relu(float v) { return v < 0.0f ? 0.0f : v; }
 

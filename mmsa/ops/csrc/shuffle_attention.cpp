@@ -237,9 +237,9 @@ inline const float* as_float(const double*) { return nullptr; }
 // channel (the 2-group shuffle moves input channel i to output channel
 // 2 * (i % (C/2)) + i / (C/2)), parameter index j and half. Tabulated once
 // per call without dividing: computed per plane, its ~10 integer divisions
-// cost about as much as a whole 16x16 plane's arithmetic, and even three
-// per channel took ~90 us a call for 2048 channels (64-bit idiv on the
-// 2-core box's Cascade Lake), single-threaded before the parallel pass.
+// cost about as much as a whole 16x16 plane's arithmetic, and even a few
+// per channel add up (64-bit idiv is slow), single-threaded before the
+// parallel pass.
 //
 // Walked in input order, x and dx are read and written sequentially and
 // the output-shaped tensors (out, grad_out, residual) at every other
@@ -338,8 +338,8 @@ inline void coefficients(const ChannelRole& role, double mean, double rstd,
 
 // A new contiguous CPU tensor, made directly rather than through the
 // dispatcher (at::empty): right after a pass over a large tensor the
-// dispatcher's first calls run with cold caches, ~5-10 us each, and a
-// forward+backward allocates ten tensors.
+// dispatcher's first calls run with cold caches, and a forward+backward
+// allocates ten tensors.
 at::Tensor new_tensor(at::IntArrayRef sizes, at::ScalarType dtype) {
   return at::Tensor(at::detail::empty_cpu(sizes, dtype));
 }
@@ -692,7 +692,7 @@ namespace mmsa {
 // The inputs as the kernel takes them: x's dtype and contiguous
 // (channels_last x: one copy; (1, k, 1, 1) and (k,) parameters are both k
 // contiguous values). Checked before converting: each no-op to() or
-// contiguous() is a dispatched call, ~5-10 us with cold caches.
+// contiguous() is a dispatched call, slow with cold caches.
 struct KernelInputs {
   KernelInputs(const at::Tensor& x_in,
                const std::optional<at::Tensor>& residual_in,
@@ -724,8 +724,8 @@ struct KernelInputs {
 // The autograd node, in C++ so that neither the forward's bookkeeping nor
 // the backward runs Python: after a pass over a large tensor the caches
 // are cold, and the Python autograd.Function's glue (saving and unpacking
-// ten tensors, the decorators, the parameter casts) cost 0.4-0.5 ms per
-// forward+backward on the 2-core box, a third of the floor at 16x16.
+// ten tensors, the decorators, the parameter casts) costs as much as the
+// kernel itself on small planes.
 // Named outside the anonymous namespace: grad_fn and profiler traces show
 // it as torch::autograd::CppNode<mmsa::SAFused>.
 class SAFused : public torch::autograd::Function<SAFused> {
@@ -812,8 +812,7 @@ at::Tensor sa_fused(const at::Tensor& x,
                           gn_weight, gn_bias, groups, eps);
   }
   // Nothing to record (no_grad, inference, frozen): the kernel alone.
-  // Function::apply sets up a node even when it records nothing, tens of
-  // microseconds a call with cold caches.
+  // Function::apply sets up a node even when it records nothing.
   KernelInputs in(x, residual, cweight, cbias, sweight, sbias, gn_weight,
                   gn_bias);
   return sa_forward(in.x, in.params, groups, eps, in.residual)[0];
@@ -822,8 +821,8 @@ at::Tensor sa_fused(const at::Tensor& x,
 // sa_fused where the kernel takes x, else None (the reference path's
 // cue; mmsa.ops.sa_fused_unsupported says why, under the same rule). One
 // call from the module's forward instead of a dozen tensor attribute reads
-// in Python: with the caches cold after a pass over a large tensor those
-// cost ~60 us a call on the 2-core box. Under CPU autocast x and residual
+// in Python, each slow with the caches cold after a pass over a large
+// tensor. Under CPU autocast x and residual
 // run in float32, outside autocast.
 // at::autocast::is_autocast_enabled(DeviceType) came with torch 2.4; torch
 // 2.1 to 2.3 have one function per device.
