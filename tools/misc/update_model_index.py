@@ -143,6 +143,14 @@ def _options(entry: dict) -> Dict[str, object]:
     return {k: v for k, v in entry.items() if k != 'type'}
 
 
+def _value(value: object) -> str:
+    """An option's value as the zoo writes it: '0.0625', and one value per
+    stage as '3,5,5,7'."""
+    if isinstance(value, (list, tuple)):
+        return ','.join(_value(v) for v in value)
+    return f'{value:.4g}' if isinstance(value, float) else str(value)
+
+
 def describe_attention(cfg: Config) -> Tuple[str, str]:
     """(type, short description), e.g. ('ECA', 'ECA (kernel_size=3,5,5,7)')."""
     attention, where = _attention_of(cfg)
@@ -153,12 +161,12 @@ def describe_attention(cfg: Config) -> Tuple[str, str]:
         (type_, ) = types
         keys = sorted({k for a in attention if a for k in _options(a)})
         detail = ', '.join(
-            f'{k}=' + ','.join(str(a.get(k)) for a in attention if a)
+            f'{k}=' + ','.join(_value(a.get(k)) for a in attention if a)
             for k in keys)
     else:
         type_ = attention['type']
-        detail = ', '.join(f'{k}={v:.4g}' if isinstance(v, float) else
-                           f'{k}={v}' for k, v in _options(attention).items())
+        detail = ', '.join(f'{k}={_value(v)}'
+                           for k, v in _options(attention).items())
     stages = cfg.model.get('backbone', {}).get('attention_stages')
     if stages is not None and where == 'backbone':
         on = [str(i + 1) for i, s in enumerate(stages) if s]
