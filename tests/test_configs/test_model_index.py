@@ -96,21 +96,70 @@ def tool_index():
     return tool, tool.build_index(complexity)
 
 
-def test_readme_zoo_is_the_tools_output(tool_index):
-    """README's zoo block is what the tool writes: without a landed GPU
-    result every GPU cell says 'not measured'."""
+def _block(path: str, markers: tuple) -> str:
+    start, end = markers
+    text = (ROOT / path).read_text()
+    return text.split(start, 1)[1].split(end, 1)[0].strip()
+
+
+def test_zoo_blocks_are_the_tools_output(tool_index):
+    """docs/model_zoo.md's tables and README's summary are what the tool
+    writes: without a landed GPU result neither has a GPU column, and no
+    column of either is empty everywhere."""
     tool, index = tool_index
     landed = ROOT / tool.GPU_RESULT
     result = tool.load_gpu_result(str(landed)) if landed.exists() else None
     index = copy.deepcopy(index)
     tool.apply_gpu_result(index, result)
-    start, end = tool.ZOO_MARKERS
-    readme = (ROOT / tool.ZOO_FILE).read_text()
-    block = readme.split(start, 1)[1].split(end, 1)[0]
-    assert block.strip() == tool.zoo_tables(index).strip()
+    tables = _block(tool.ZOO_FILE, tool.ZOO_MARKERS)
+    summary = _block(tool.README, tool.SUMMARY_MARKERS)
+    assert tables == tool.zoo_tables(index).strip()
+    assert summary == tool.zoo_summary(index).strip()
     if result is None:
-        assert all(line.split(' | ')[5] == 'not measured'
-                   for line in block.splitlines() if line.startswith('| ['))
+        assert 'GPU train-step overhead' not in tables + summary
+        assert 'not measured' not in tables + summary
+    for table in (tables + '\n\n' + summary).split('\n\n'):
+        rows = [line.strip('|').split(' | ') for line in table.splitlines()
+                if line.startswith('| ') and not line.startswith('| config')
+                and not line.startswith('| architecture')]
+        for column in zip(*rows):
+            assert set(map(str.strip, column)) - set(tool.EMPTY_CELLS)
+
+
+def test_readme_summary_links_every_architecture_to_its_table(tool_index):
+    """One summary row per architecture, linked to its heading in
+    docs/model_zoo.md, with the count of its configs."""
+    tool, index = tool_index
+    summary = tool.zoo_summary(index)
+    headings = (ROOT / tool.ZOO_FILE).read_text()
+    for folder, meta in index.items():
+        if folder == 'demo':
+            continue
+        name = tool.ARCHS[folder][0]
+        assert f'### {name}\n' in headings
+        (row, ) = [line for line in summary.splitlines()
+                   if line.startswith(f'| [{name}](docs/model_zoo.md#')]
+        assert f' | {len(meta["Models"])} | ' in row
+    assert '[Faster R-CNN](docs/model_zoo.md#faster-r-cnn)' in summary
+    assert ('| ECA ResNet-50/101: box AP, mask AP (ECA-Net README) |'
+            in summary)
+
+
+def test_a_column_empty_everywhere_is_left_out():
+    """markdown_table, the rule of both zoo tables: a column of only 'not
+    measured' or '—' is dropped, and kept once one cell holds a value."""
+    tool = load_tool('tools/misc/update_model_index.py')
+    header = ['config', 'GPU', 'reference']
+    rows = [['a', 'not measured', '—'], ['b', 'not measured', '—']]
+    assert tool.markdown_table(header, rows) == (
+        '| config |\n|---|\n| a |\n| b |')
+    rows[1][1] = '+1.0% fp32 (Synthetic GPU)'
+    assert tool.markdown_table(header, rows) == (
+        '| config | GPU |\n|---|---|\n| a | not measured |\n'
+        '| b | +1.0% fp32 (Synthetic GPU) |')
+    rows[0][2] = 'box AP 38.0'
+    assert tool.markdown_table(header, rows).splitlines()[0] == (
+        '| config | GPU | reference |')
 
 
 def _gpu_result(tool):
@@ -175,6 +224,13 @@ def test_gpu_column_is_filled_for_the_measured_backbones_only(tool_index):
     table = tool.zoo_tables(index)
     assert ('| SA | 41.75 | 207.1 | +1.0% fp32, +1.5% fp16 autocast '
             '(Synthetic GPU) |') in table
+    assert '| not measured |' in table  # kept where a row has a value
+    summary = tool.zoo_summary(index)
+    assert 'GPU train-step overhead' in summary.splitlines()[0]
+    # R50 x SA, SE, ECA, SGE, CBAM; UperNet R50 x 4 x 2 schedules; no VAN
+    assert '| 13 | 5 of 13 configs (Synthetic GPU) |' in summary
+    assert '| 16 | 8 of 16 configs (Synthetic GPU) |' in summary
+    assert '| 12 | not measured |' in summary
     section = tool.gpu_section(_gpu_result(tool))
     assert '| SA | +1.0% / +1.5% | +11.0% / +11.5% |' in section
 

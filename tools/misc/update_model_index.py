@@ -1,5 +1,5 @@
-"""Write ``configs/*/metafile.yml``, ``model-index.yml`` and README's model
-zoo from the configs.
+"""Write ``configs/*/metafile.yml``, ``model-index.yml``, the model zoo
+of ``docs/model_zoo.md`` and its summary in ``README.md`` from the configs.
 
     python tools/analysis_tools/get_flops.py configs/*/*.py \\
         --json docs/complexity.json      # params and FLOPs (slow: CPU)
@@ -7,6 +7,13 @@ zoo from the configs.
     python tools/misc/update_model_index.py --zoo   # print the zoo tables
     python tools/misc/update_model_index.py \\
         --gpu-result work_dirs/gpu_check/gpu_check.json   # land a GPU check
+
+It writes ``configs/*/metafile.yml`` and ``model-index.yml`` whole, and
+the blocks between its markers in three files: ``docs/model_zoo.md`` (one
+table per architecture, a row per config), ``README.md`` (a row per
+architecture, linking to those tables) and ``docs/performance.md`` (the GPU
+results). A column whose every cell is "not measured" or "—" is left out
+of either zoo table.
 
 The format is OpenMMLab's (mmdet/mmseg ``metafile.yml``, read by openmim
 through the ``model-index`` package): one Collection per architecture
@@ -23,16 +30,18 @@ value where the check measured its backbone and attention at its input
 (the backbone alone, BN in training mode): the detectors' ResNet-50 at
 2x3x800x1344 and UperNet's ResNetV1c-50 at 8x3x512x512, with SA, SE, ECA
 (kernel sizes 3, 5, 5, 7), SGE or CBAM as the benchmark builds them; each
-value names the GPU. Everything else says "not measured".
+value names the GPU. Everything else says "not measured", and without a
+result the column is left out.
 """
 import argparse
 import json
 import os
 import os.path as osp
+import re
 import shutil
 import sys
 from collections import OrderedDict
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import yaml
 from mmengine.config import Config
@@ -40,14 +49,21 @@ from mmengine.config import Config
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 COMPLEXITY = 'docs/complexity.json'
 GPU_RESULT = 'docs/gpu_result.json'
-ZOO_FILE = 'README.md'
+ZOO_FILE = 'docs/model_zoo.md'
+README = 'README.md'
 PERFORMANCE = 'docs/performance.md'
-# the blocks this tool rewrites in ZOO_FILE and PERFORMANCE
+# the blocks this tool rewrites in ZOO_FILE, README and PERFORMANCE
 ZOO_MARKERS = ('<!-- zoo: written by tools/misc/update_model_index.py -->',
                '<!-- /zoo -->')
+SUMMARY_MARKERS = (
+    '<!-- zoo-summary: written by tools/misc/update_model_index.py -->',
+    '<!-- /zoo-summary -->')
 GPU_MARKERS = ('<!-- gpu: written by tools/misc/update_model_index.py -->',
                '<!-- /gpu -->')
 NOT_MEASURED = 'not measured'
+NO_REFERENCE = '—'
+#: Cells that hold no value: a zoo column of only these is left out.
+EMPTY_CELLS = (NOT_MEASURED, NO_REFERENCE)
 #: The benchmark's backbones (benchmark_attention.py --arch) by the zoo's
 #: backbone name, and the input each is measured at by the training data.
 GPU_BACKBONES = {('ResNet-50', 'COCO'): ('r50', 'det'),
@@ -249,6 +265,7 @@ def model_entry(path: str, collection: str, complexity: dict) -> dict:
         ]
         entry['Results Source'] = source
     return dict(entry, _attention=attention, _type=type_,
+                _where=_attention_of(cfg)[1],
                 _gpu_key=GPU_BACKBONES.get((backbone,
                                             metadata['Training Data'])))
 
@@ -439,40 +456,147 @@ def write(index: Dict[str, dict]) -> List[str]:
     return written + ['model-index.yml']
 
 
+def markdown_table(header: List[str], rows: List[List[str]]) -> str:
+    """A markdown table of ``rows`` under ``header``, without the columns
+    whose every cell is empty ('not measured' or '—', ``EMPTY_CELLS``):
+    the one rule of both zoo tables."""
+    keep = [i for i in range(len(header))
+            if any(row[i] not in EMPTY_CELLS for row in rows)]
+    lines = ['| ' + ' | '.join(header[i] for i in keep) + ' |',
+             '|---' * len(keep) + '|']
+    lines += ['| ' + ' | '.join(row[i] for i in keep) + ' |' for row in rows]
+    return '\n'.join(lines)
+
+
+def _source(model: dict) -> str:
+    """The short name of a model's published reference, e.g. 'ECA-Net
+    README'."""
+    return model['Results Source'].split(',')[0].split(' (')[0]
+
+
 def zoo_tables(index: Dict[str, dict]) -> str:
-    """README's model zoo: one table per architecture."""
+    """docs/model_zoo.md's tables: one per architecture, a row per config,
+    linked relative to docs/."""
     out = []
     for folder, meta in index.items():
         if folder == 'demo':
             continue
-        out.append(f'### {ARCHS[folder][0]}\n')
-        out.append('| config | backbone | attention | params (M) | '
-                   'FLOPs (G) | GPU train-step overhead | reference '
-                   '(published, not ours) |')
-        out.append('|---|---|---|---|---|---|---|')
+        rows = []
         for model in meta['Models']:
             md = model['Metadata']
-            reference = '—'
+            reference = NO_REFERENCE
             if 'Results' in model:
                 values = ', '.join(f'{k} {v}' for r in model['Results']
                                    for k, v in r['Metrics'].items())
-                source = model['Results Source'].split(',')[0].split(' (')[0]
-                reference = f'{values} ({source})'
-            out.append(
-                f'| [{model["Name"]}]({model["Config"]}) | '
-                f'{md["Architecture"][0]} | {model["_attention"]} | '
-                f'{md["Parameters"] / 1e6:.2f} | {md["FLOPs"] / 1e9:.1f} | '
-                f'{model.get("_gpu", NOT_MEASURED)} | {reference} |')
-        out.append('')
+                reference = f'{values} ({_source(model)})'
+            rows.append([
+                f'[{model["Name"]}](../{model["Config"]})',
+                md['Architecture'][0], model['_attention'],
+                f'{md["Parameters"] / 1e6:.2f}', f'{md["FLOPs"] / 1e9:.1f}',
+                model.get('_gpu', NOT_MEASURED), reference
+            ])
+        out += [f'### {ARCHS[folder][0]}', '',
+                markdown_table([
+                    'config', 'backbone', 'attention', 'params (M)',
+                    'FLOPs (G)', 'GPU train-step overhead',
+                    'reference (published, not ours)'
+                ], rows), '']
     return '\n'.join(out)
 
 
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a markdown heading: 'Faster R-CNN' ->
+    'faster-r-cnn'."""
+    return re.sub(r'[^\w\- ]', '', heading.lower()).replace(' ', '-')
+
+
+def _natural(name: str) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r'(\d+)', name)]
+
+
+def join_names(names: Iterable[str]) -> str:
+    """Names in natural order with their shared prefix written once:
+    'ResNet-50/101', 'VAN-B0/B1/B2/B3'."""
+    names = sorted(set(names), key=_natural)
+    prefixes = {n.rpartition('-')[0] for n in names}
+    if len(prefixes) == 1 and '' not in prefixes:
+        (prefix, ) = prefixes
+        return f'{prefix}-' + '/'.join(n[len(prefix) + 1:] for n in names)
+    return ', '.join(names)
+
+
+def _summary_references(models: List[dict]) -> str:
+    """The published references of one architecture, grouped: 'ECA
+    ResNet-50/101: box AP (ECA-Net README)'. A group names the attention
+    where the architecture has several, the head where it has several."""
+    types = {m['_type'] for m in models}
+    heads = {m['Metadata']['Architecture'][-1] for m in models}
+    groups: Dict[tuple, List[str]] = OrderedDict()
+    for model in models:
+        if 'Results' not in model:
+            continue
+        metrics = tuple(k for r in model['Results'] for k in r['Metrics'])
+        label = ' '.join(
+            [model['Metadata']['Architecture'][-1]] * (len(heads) > 1) +
+            [model['_type']] * (len(types) > 1))
+        key = (label, metrics, _source(model))
+        groups.setdefault(key, []).append(model['Metadata']['Architecture'][0])
+    return '; '.join(
+        ' '.join(filter(None, [label, join_names(backbones)])) +
+        f': {", ".join(metrics)} ({source})'
+        for (label, metrics, source), backbones in groups.items()
+    ) or NO_REFERENCE
+
+
+def zoo_summary(index: Dict[str, dict]) -> str:
+    """README's model zoo: a row per architecture (its backbones,
+    attentions, configs, published references), linking to its table in
+    docs/model_zoo.md."""
+    order = list(ATTENTION_PAPERS)
+    rows = []
+    for folder, meta in index.items():
+        if folder == 'demo':
+            continue
+        models = meta['Models']
+        name = ARCHS[folder][0]
+        heads = sorted({m['Metadata']['Architecture'][-1] for m in models})
+        arch = f'[{name}]({ZOO_FILE}#{_anchor(name)})'
+        if heads != [name]:
+            arch += f' ({", ".join(heads)})'
+        types = sorted({m['_type'] for m in models if m['_where'] != 'neck'},
+                       key=lambda t: (order + [t]).index(t))
+        necks = sorted({m['_type'] for m in models if m['_where'] == 'neck'})
+        attentions = ', '.join(types) + ''.join(
+            f'; {t} on the FPN outputs' for t in necks)
+        measured = [m['Metadata']['GPU Train-Step Overhead']['GPU']
+                    for m in models
+                    if 'GPU Train-Step Overhead' in m['Metadata']]
+        gpu = (f'{len(measured)} of {len(models)} configs '
+               f'({", ".join(sorted(set(measured)))})'
+               if measured else NOT_MEASURED)
+        rows.append([
+            arch,
+            join_names(m['Metadata']['Architecture'][0] for m in models),
+            attentions,
+            str(len(models)), gpu,
+            _summary_references(models)
+        ])
+    return markdown_table([
+        'architecture', 'backbones', 'attentions', 'configs',
+        'GPU train-step overhead', 'reference (published, not ours)'
+    ], rows)
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--complexity', default=COMPLEXITY,
                         help='JSON written by get_flops.py --json')
     parser.add_argument('--zoo', action='store_true',
-                        help='print the model zoo tables instead')
+                        help=f'print the full model zoo tables (those of '
+                        f'{ZOO_FILE}, linked relative to docs/) and write '
+                        'nothing')
     parser.add_argument('--gpu-result', metavar='FILE.json',
                         help='land a tools/gpu_check.py result: copied '
                         f'(with its .md) to {GPU_RESULT}, which every run '
@@ -498,9 +622,10 @@ def main(argv=None) -> int:
         return 0
     for path in write(index):
         print(f'wrote {path}')
-    for path, markers, text in ((ZOO_FILE, ZOO_MARKERS, zoo_tables(index)),
-                                (PERFORMANCE, GPU_MARKERS,
-                                 gpu_section(result))):
+    for path, markers, text in (
+            (ZOO_FILE, ZOO_MARKERS, zoo_tables(index)),
+            (README, SUMMARY_MARKERS, zoo_summary(index)),
+            (PERFORMANCE, GPU_MARKERS, gpu_section(result))):
         if replace_block(osp.join(ROOT, path), markers, text):
             print(f'wrote {path} (its block {markers[0]})')
         else:
