@@ -74,7 +74,7 @@ gpu-check-dry: setup
 	$(PY) tools/gpu_check.py --dry-run --wheelhouse $(VENV)/wheelhouse \
 	    --out work_dirs/gpu_check_dry
 
-# Wheels for an offline machine that has torch (README: Install on an
+# Wheels for an offline machine that has torch (docs/install.md: On an
 # offline node), e.g. WHEELHOUSE_ARGS='--python-version 3.12 --platform
 # manylinux_2_28_x86_64'.
 wheelhouse:

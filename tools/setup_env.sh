@@ -96,12 +96,12 @@ else
     say "    units: about 17 minutes on 2 cores; later runs reuse pip's wheel"
     say "    cache and take seconds. Progress: tail -f $LOG_DIR/*mmcv*.log"
     MMCV_WITH_OPS=1 FORCE_CUDA="${FORCE_CUDA:-0}" pip_step mmcv \
-        "needs gcc/g++, Python headers and setuptools<81 (pkg_resources); see README troubleshooting" \
+        "needs gcc/g++, Python headers and setuptools<81 (pkg_resources); see docs/faq.md" \
         --no-build-isolation mmcv==2.1.0
 fi
 
 say "5/5 mmdet 3.3.0, mmsegmentation 1.2.2, tests, mmsa (editable)"
-pip_step mm-and-mmsa "mmdet/mmseg need mmcv<2.2; see README troubleshooting" \
+pip_step mm-and-mmsa "mmdet/mmseg need mmcv<2.2; see docs/faq.md" \
     -r "$ROOT/requirements/mminstall.txt" -r "$ROOT/requirements/runtime.txt" \
     -r "$ROOT/requirements/tests.txt" -e "$ROOT[tests]"
 # Again without build isolation, so that setup.py sees torch and compiles the
