@@ -145,23 +145,6 @@ def test_readme_summary_links_every_architecture_to_its_table(tool_index):
             in summary)
 
 
-def test_a_column_empty_everywhere_is_left_out():
-    """markdown_table, the rule of both zoo tables: a column of only 'not
-    measured' or '—' is dropped, and kept once one cell holds a value."""
-    tool = load_tool('tools/misc/update_model_index.py')
-    header = ['config', 'GPU', 'reference']
-    rows = [['a', 'not measured', '—'], ['b', 'not measured', '—']]
-    assert tool.markdown_table(header, rows) == (
-        '| config |\n|---|\n| a |\n| b |')
-    rows[1][1] = '+1.0% fp32 (Synthetic GPU)'
-    assert tool.markdown_table(header, rows) == (
-        '| config | GPU |\n|---|---|\n| a | not measured |\n'
-        '| b | +1.0% fp32 (Synthetic GPU) |')
-    rows[0][2] = 'box AP 38.0'
-    assert tool.markdown_table(header, rows).splitlines()[0] == (
-        '| config | GPU | reference |')
-
-
 def _gpu_result(tool):
     """A synthetic gpu_check result (not a measurement): distinct
     overheads per attention, input and precision."""

@@ -48,3 +48,29 @@ def test_without_a_result_every_gpu_figure_says_not_measured():
     assert tool.gpu_section(None).startswith('**Not measured**')
     assert tool.gpu_overheads(dict(machine=dict(gpu='G'),
                                    benchmark={})) == {}
+
+
+def test_a_column_empty_everywhere_is_left_out():
+    """markdown_table, the rule of both zoo tables: a column of only 'not
+    measured' or '—' is dropped, and kept once one cell holds a value."""
+    tool = _tool()
+    header = ['config', 'GPU', 'reference']
+    rows = [['a', 'not measured', '—'], ['b', 'not measured', '—']]
+    assert tool.markdown_table(header, rows) == (
+        '| config |\n|---|\n| a |\n| b |')
+    rows[1][1] = '+1.0% fp32 (Synthetic GPU)'
+    assert tool.markdown_table(header, rows) == (
+        '| config | GPU |\n|---|---|\n| a | not measured |\n'
+        '| b | +1.0% fp32 (Synthetic GPU) |')
+    rows[0][2] = 'box AP 38.0'
+    assert tool.markdown_table(header, rows).splitlines()[0] == (
+        '| config | GPU | reference |')
+
+
+def test_summary_names_backbones_in_order_with_their_prefix_once():
+    tool = _tool()
+    assert tool.join_names(['ResNet-101', 'ResNet-50', 'ResNet-50']) == (
+        'ResNet-50/101')
+    assert tool.join_names(['VAN-B2', 'VAN-B0', 'VAN-B10']) == (
+        'VAN-B0/B2/B10')
+    assert tool.join_names(['ResNet-50', 'VAN-B0']) == 'ResNet-50, VAN-B0'
