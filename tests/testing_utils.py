@@ -13,7 +13,8 @@ from typing import Callable, Optional, Sequence, Tuple
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+
+from mmsa.testing import official_sa, randomize_  # noqa: F401 (re-exported)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,37 +74,6 @@ def load_tool(relpath: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Fill every parameter and norm buffer with random, non-init values."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.5)
-        for name, buf in module.named_buffers():
-            if name.endswith('running_mean'):
-                buf.copy_(torch.randn(buf.shape, generator=gen) * 0.2)
-            elif name.endswith('running_var'):
-                buf.copy_(torch.rand(buf.shape, generator=gen) + 0.5)
-    return module
-
-
-def official_sa(x, groups, cweight, cbias, sweight, sbias, gn_weight,
-                gn_bias):
-    """``sa_layer.forward`` of wofmanaf/SA-Net, written out."""
-    b, c, h, w = x.shape
-    x = x.reshape(b * groups, -1, h, w)
-    x_0, x_1 = x.chunk(2, dim=1)
-    xn = F.adaptive_avg_pool2d(x_0, 1)
-    xn = cweight * xn + cbias
-    xn = x_0 * torch.sigmoid(xn)
-    xs = F.group_norm(x_1, x_1.shape[1], gn_weight, gn_bias, eps=1e-5)
-    xs = sweight * xs + sbias
-    xs = x_1 * torch.sigmoid(xs)
-    out = torch.cat([xn, xs], dim=1).reshape(b, -1, h, w)
-    out = out.reshape(b, 2, -1, h, w).permute(0, 2, 1, 3, 4)
-    return out.reshape(b, -1, h, w)
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor,

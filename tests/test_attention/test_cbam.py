@@ -1,40 +1,10 @@
 import pytest
 import torch
-import torch.nn.functional as F
 from testing_utils import (SHAPES, assert_close_to_scale, num_params,
                            randomize_)
 
 from mmsa.attention.cbam import CBAM
-
-
-def official_cbam(x, fc1_w, fc1_b, fc2_w, fc2_b, conv_w, bn_mean, bn_var,
-                  bn_w, bn_b, training):
-    """``CBAM.forward`` of Jongchan/attention-module, written out."""
-    # ChannelGate: a Flatten-Linear-ReLU-Linear MLP on each pooled vector.
-    channel_att_sum = None
-    for pool_type in ('avg', 'max'):
-        size = (x.size(2), x.size(3))
-        if pool_type == 'avg':
-            pool = F.avg_pool2d(x, size, stride=size)
-        else:
-            pool = F.max_pool2d(x, size, stride=size)
-        flat = pool.view(pool.size(0), -1)
-        channel_att_raw = F.linear(F.relu(F.linear(flat, fc1_w, fc1_b)),
-                                   fc2_w, fc2_b)
-        if channel_att_sum is None:
-            channel_att_sum = channel_att_raw
-        else:
-            channel_att_sum = channel_att_sum + channel_att_raw
-    scale = torch.sigmoid(channel_att_sum).unsqueeze(2).unsqueeze(3)
-    x = x * scale.expand_as(x)
-    # SpatialGate: ChannelPool (max first) -> BasicConv(conv, BN, no ReLU).
-    x_compress = torch.cat((torch.max(x, 1)[0].unsqueeze(1),
-                            torch.mean(x, 1).unsqueeze(1)), dim=1)
-    k = conv_w.shape[-1]
-    x_out = F.conv2d(x_compress, conv_w, padding=(k - 1) // 2)
-    x_out = F.batch_norm(x_out, bn_mean.clone(), bn_var.clone(), bn_w, bn_b,
-                         training=training, momentum=0.01, eps=1e-5)
-    return x * torch.sigmoid(x_out)
+from mmsa.testing import official_cbam
 
 
 def _official_args(cbam):

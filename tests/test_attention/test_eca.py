@@ -2,19 +2,10 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from testing_utils import SHAPES, assert_close, num_params, randomize_
 
 from mmsa.attention import EfficientChannelAttention
-
-
-def official_eca(x, weight):
-    """``eca_layer.forward`` of BangguWu/ECANet, written out."""
-    k = weight.shape[-1]
-    y = F.adaptive_avg_pool2d(x, 1)
-    y = F.conv1d(y.squeeze(-1).transpose(-1, -2), weight,
-                 padding=(k - 1) // 2).transpose(-1, -2).unsqueeze(-1)
-    return x * torch.sigmoid(y).expand_as(x)
+from mmsa.testing import official_eca
 
 
 @pytest.mark.parametrize('shape', SHAPES)

@@ -3,15 +3,7 @@ import torch
 from testing_utils import SHAPES, assert_close, num_params, randomize_
 
 from mmsa.attention import SqueezeExcitation
-
-
-def official_se(x, w1, b1, w2, b2):
-    """SE block as in the paper (Linear-ReLU-Linear-Sigmoid on GAP)."""
-    b, c = x.shape[:2]
-    y = x.mean(dim=(2, 3))
-    y = torch.relu(y @ w1.t() + b1)
-    y = torch.sigmoid(y @ w2.t() + b2)
-    return x * y.view(b, c, 1, 1)
+from mmsa.testing import official_se
 
 
 def _linear(conv):

@@ -1,27 +1,9 @@
 import pytest
 import torch
-import torch.nn.functional as F
 from testing_utils import SHAPES, assert_close, num_params, randomize_
 
 from mmsa.attention.sge import SpatialGroupEnhance
-
-
-def official_sge(x, groups, weight, bias):
-    """``SpatialGroupEnhance.forward`` of implus/PytorchInsight, written out.
-    """
-    b, c, h, w = x.size()
-    x = x.view(b * groups, -1, h, w)
-    xn = x * F.adaptive_avg_pool2d(x, 1)
-    xn = xn.sum(dim=1, keepdim=True)
-    t = xn.view(b * groups, -1)
-    t = t - t.mean(dim=1, keepdim=True)
-    std = t.std(dim=1, keepdim=True) + 1e-5
-    t = t / std
-    t = t.view(b, groups, h, w)
-    t = t * weight + bias
-    t = t.view(b * groups, 1, h, w)
-    x = x * torch.sigmoid(t)
-    return x.view(b, c, h, w)
+from mmsa.testing import official_sge
 
 
 @pytest.mark.parametrize('shape', SHAPES)

@@ -81,11 +81,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from mmsa.attention import (CBAM, EfficientChannelAttention, ShuffleAttention,
                             SpatialGroupEnhance, SqueezeExcitation)
 from mmsa.ops import block_end, plane_gate_reference
+from mmsa.testing import OFFICIAL_FORWARDS, randomize_
 
 INPUTS = {'det': (2, 3, 800, 1344), 'seg': (8, 3, 512, 512)}
 QUICK_INPUTS = {'det': (1, 3, 64, 96), 'seg': (1, 3, 64, 64)}
@@ -106,77 +106,17 @@ MEMORY_LIMIT = 0.03  # both counts, SA/SE/ECA-R50 over R50
 MEMORY_INPUT = (1, 3, 128, 160)
 MEMORY_MODES = ('train', 'norm_eval')
 
-# The official compositions, on the parameters of an mmsa module ``m``.
-
-
-def official_sa(m: ShuffleAttention, x: torch.Tensor) -> torch.Tensor:
-    """``sa_layer.forward`` of wofmanaf/SA-Net."""
-    b, c, h, w = x.shape
-    x = x.reshape(b * m.groups, -1, h, w)
-    x_0, x_1 = x.chunk(2, dim=1)
-    xn = F.adaptive_avg_pool2d(x_0, 1)
-    xn = x_0 * torch.sigmoid(m.cweight * xn + m.cbias)
-    xs = x_1 * torch.sigmoid(m.sweight * m.gn(x_1) + m.sbias)
-    out = torch.cat([xn, xs], dim=1).reshape(b, -1, h, w)
-    out = out.reshape(b, 2, -1, h, w).permute(0, 2, 1, 3, 4)
-    return out.reshape(b, -1, h, w)
-
-
-def official_se(m: SqueezeExcitation, x: torch.Tensor) -> torch.Tensor:
-    """Hu et al.'s SE block: pool, FC, ReLU, FC, sigmoid, scale."""
-    b, c = x.shape[:2]
-    y = F.adaptive_avg_pool2d(x, 1).view(b, c)
-    y = F.relu(F.linear(y, m.fc1.weight.view(-1, c), m.fc1.bias))
-    y = torch.sigmoid(F.linear(y, m.fc2.weight.view(c, -1), m.fc2.bias))
-    return x * y.view(b, c, 1, 1).expand_as(x)
-
-
-def official_eca(m: EfficientChannelAttention,
-                 x: torch.Tensor) -> torch.Tensor:
-    """``eca_layer.forward`` of BangguWu/ECANet."""
-    y = F.adaptive_avg_pool2d(x, 1)
-    y = m.conv(y.squeeze(-1).transpose(-1, -2)).transpose(-1, -2)
-    return x * torch.sigmoid(y.unsqueeze(-1)).expand_as(x)
-
-
-def official_sge(m: SpatialGroupEnhance, x: torch.Tensor) -> torch.Tensor:
-    """``SpatialGroupEnhance.forward`` of implus/PytorchInsight."""
-    b, c, h, w = x.shape
-    x = x.view(b * m.groups, -1, h, w)
-    xn = (x * F.adaptive_avg_pool2d(x, 1)).sum(dim=1, keepdim=True)
-    t = xn.view(b * m.groups, -1)
-    t = t - t.mean(dim=1, keepdim=True)
-    t = t / (t.std(dim=1, keepdim=True) + 1e-5)
-    t = t.view(b, m.groups, h, w) * m.weight + m.bias
-    x = x * torch.sigmoid(t.view(b * m.groups, 1, h, w))
-    return x.view(b, c, h, w)
-
-
-def official_cbam(m: CBAM, x: torch.Tensor) -> torch.Tensor:
-    """``ChannelGate`` then ``SpatialGate`` of Jongchan/attention-module."""
-    b, c, h, w = x.shape
-
-    def mlp(v):
-        return m.channel_fc2(F.relu(m.channel_fc1(v.view(b, -1))))
-
-    att = (mlp(F.avg_pool2d(x, (h, w), stride=(h, w))) +
-           mlp(F.max_pool2d(x, (h, w), stride=(h, w))))
-    x = x * torch.sigmoid(att).unsqueeze(2).unsqueeze(3).expand_as(x)
-    pooled = [torch.max(x, 1)[0].unsqueeze(1), torch.mean(x, 1).unsqueeze(1)]
-    scale = m.spatial_bn(m.spatial_conv(torch.cat(pooled, dim=1)))
-    return x * torch.sigmoid(scale)
-
-
 #: ECA-Net's ResNet-50 kernel sizes by stage (its channels), as in mmsa's
 #: ECA configs
 ECA_KERNELS = {256: 3, 512: 5, 1024: 5, 2048: 7}
 ATTENTION = {  # name -> (mmsa class, its R50 arguments, official forward)
-    'SA': (ShuffleAttention, dict(groups=64), official_sa),
-    'SE': (SqueezeExcitation, dict(reduction=16), official_se),
+    'SA': (ShuffleAttention, dict(groups=64), OFFICIAL_FORWARDS['SA']),
+    'SE': (SqueezeExcitation, dict(reduction=16), OFFICIAL_FORWARDS['SE']),
     'ECA': (EfficientChannelAttention, dict(kernel_size=ECA_KERNELS),
-            official_eca),
-    'SGE': (SpatialGroupEnhance, dict(groups=64), official_sge),
-    'CBAM': (CBAM, dict(reduction=16, kernel_size=7), official_cbam),
+            OFFICIAL_FORWARDS['ECA']),
+    'SGE': (SpatialGroupEnhance, dict(groups=64), OFFICIAL_FORWARDS['SGE']),
+    'CBAM': (CBAM, dict(reduction=16, kernel_size=7),
+             OFFICIAL_FORWARDS['CBAM']),
 }
 
 
@@ -272,16 +212,6 @@ class ResNet50(nn.Module):
         for layer in self.layers:
             outs.append(layer(outs[-1]))
         return tuple(outs[1:])
-
-
-def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Every parameter drawn from N(0, 0.5^2): the official inits (SA's and
-    SGE's zero weights) would make half the math vanish."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
-    return module
 
 
 def build_models(attentions: Sequence[str], compiled: Sequence[str],
@@ -525,7 +455,7 @@ def bench_ops(args, timer, first_calls: FirstCalls, result: dict,
             x = torch.randn(shape, device=args.device)
             xg, dy = x.clone().requires_grad_(), torch.randn_like(x)
             ops = {
-                'official': lambda t: official_sa(sa, t),
+                'official': lambda t: OFFICIAL_FORWARDS['SA'](sa, t),
                 'mmsa': sa,
                 'compile': lambda t: compiled(t, sa.plane_gate())
             }
