@@ -84,7 +84,8 @@ def train(work_dir: str,
           lr: float = 0.05,
           max_keep_ckpts: int = 1,
           by_epoch: bool = True,
-          launcher: str = 'none') -> Runner:
+          launcher: str = 'none',
+          save_best: Optional[str] = None) -> Runner:
     """Train the toy model as ``tools/train.py`` sets a run up."""
     loader = dict(dataset=ToyData(),
                   batch_size=2,
@@ -99,7 +100,8 @@ def train(work_dir: str,
                            val_interval=6),
         default_hooks=dict(checkpoint=dict(
             type='CheckpointHook', interval=1 if by_epoch else 6,
-            by_epoch=by_epoch, max_keep_ckpts=max_keep_ckpts)),
+            by_epoch=by_epoch, max_keep_ckpts=max_keep_ckpts,
+            save_best=save_best, rule='less' if save_best else None)),
         custom_hooks=[]))
     guard_training(cfg)
     torch.manual_seed(0)  # the same initial weights in every run

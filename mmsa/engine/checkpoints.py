@@ -16,7 +16,9 @@ with ``max_keep_ckpts``, deletes the previous one before it writes the
 next: a kill during the save leaves a partial file and nothing complete.
 :class:`AtomicCheckpointHook` writes each file aside and renames it
 (:class:`AtomicLocalBackend`), then points ``last_checkpoint`` at it (also
-written aside), and only then deletes what ``max_keep_ckpts`` drops.
+written aside), and only then deletes what ``max_keep_ckpts`` drops; a
+new best checkpoint (``save_best``) likewise replaces the previous best
+only once it is complete.
 """
 import logging
 import os
@@ -101,7 +103,9 @@ class AtomicCheckpointHook(CheckpointHook):
     Takes the same arguments and saves the same files. The differences:
     a file is written aside and renamed into place, ``last_checkpoint`` is
     updated only after that, and a checkpoint ``max_keep_ckpts`` drops is
-    deleted only after both. A checkpoint of an interrupted run
+    deleted only after both; so is the previous best checkpoint
+    (``save_best``), which mmengine deletes before writing the new one. A
+    checkpoint of an interrupted run
     (:func:`save_resume_point`) is deleted once a regular one follows it.
     Applies to local work dirs; with another ``backend_args`` or a remote
     ``out_dir`` the hook saves as mmengine's does.
@@ -157,6 +161,38 @@ class AtomicCheckpointHook(CheckpointHook):
             _remove(osp.join(self.out_dir, self.filename_tmpl.format(old)))
         if superseded and superseded != self.last_ckpt:
             _remove(superseded)
+
+    def _save_best_checkpoint(self, runner, metrics) -> None:
+        if not self.atomic:
+            super()._save_best_checkpoint(runner, metrics)
+            return
+        backend = self.file_backend
+        self.file_backend = _DeferredRemoval(backend)
+        try:
+            super()._save_best_checkpoint(runner, metrics)
+            removals = self.file_backend.removals
+        finally:
+            self.file_backend = backend
+        kept = {self.best_ckpt_path,
+                *getattr(self, 'best_ckpt_path_dict', {}).values()}
+        for path in removals:
+            if path not in kept:
+                _remove(path)
+
+
+class _DeferredRemoval:
+    """A file backend whose ``remove`` only records the path, for the
+    caller to delete once the file replacing it is written."""
+
+    def __init__(self, backend) -> None:
+        self._backend = backend
+        self.removals: List[str] = []
+
+    def remove(self, path) -> None:
+        self.removals.append(str(path))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
 
 
 def save_resume_point(runner, meta: Dict) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from mmengine.runner import Runner
 from toy_training import BlowUpAt, SignalAt, train, weights
 
 from mmsa.engine.checkpoints import atomic_write
@@ -203,6 +204,34 @@ def test_kill_during_a_save_leaves_the_previous_checkpoint_to_resume(
     runner = train(str(work), max_epochs=3, resume=True)
     assert runner.iter == 18
     assert sorted(p.name for p in work.glob('*.pth*')) == ['epoch_3.pth']
+
+
+def test_a_failed_best_save_keeps_the_previous_best(tmp_path, monkeypatch):
+    """mmengine deletes the previous best checkpoint before it writes the
+    new one: a kill in between leaves no best. Here it stays until the new
+    one is complete."""
+    work = tmp_path / 'work'
+    save = Runner.save_checkpoint
+    best_saves = []
+
+    def fail_on_the_second_best(self, out_dir, filename, *args, **kwargs):
+        if filename.startswith('best_'):
+            best_saves.append(filename)
+            if len(best_saves) == 2:
+                raise KeyboardInterrupt('killed while saving the best')
+        return save(self, out_dir, filename, *args, **kwargs)
+
+    monkeypatch.setattr(Runner, 'save_checkpoint', fail_on_the_second_best)
+    with pytest.raises(KeyboardInterrupt):
+        train(str(work), max_epochs=3, val=True, save_best='error')
+    assert best_saves == ['best_error_epoch_1.pth', 'best_error_epoch_2.pth']
+    assert (work / 'best_error_epoch_1.pth').is_file()
+    assert safe_load(work / 'best_error_epoch_1.pth')['meta']['epoch'] == 1
+
+    monkeypatch.setattr(Runner, 'save_checkpoint', save)
+    train(str(tmp_path / 'whole'), max_epochs=3, val=True, save_best='error')
+    best = sorted(p.name for p in (tmp_path / 'whole').glob('best_*'))
+    assert len(best) == 1, best  # each new best replaced the one before
 
 
 def test_second_signal_stops_at_once(tmp_path):
