@@ -80,18 +80,36 @@ class DatasetError(MMSAError, ValueError):
 
 
 class DataLoadError(DatasetError):
-    """A file of the dataset could not be loaded during the run.
+    """A file of the dataset could not be loaded during the run
+    (:meth:`of` words it; ``details['file']`` names the file).
 
     Raised in a data-loader worker, it reaches the main process through
     torch, which rebuilds it from one string: the worker's traceback, ending
-    in this error's line. The rebuilt error keeps only that line.
+    in this error's line. The rebuilt error keeps only that line, and reads
+    the file back from it.
     """
+
+    _FAILED = ' failed while training read it ('
 
     def __init__(self, message: str, **details) -> None:
         marker = f'{type(self).__module__}.{type(self).__qualname__}: '
         if message.startswith('Caught ') and marker in message:
             message = message.rsplit(marker, 1)[1].strip()
+            head = message.split(self._FAILED, 1)[0]
+            if not details and head != message and ': ' in head:
+                details = dict(file=head.rsplit(': ', 1)[0])
         super().__init__(message, **details)
+
+    @classmethod
+    def of(cls, path: Optional[str], step: str,
+           err: BaseException) -> 'DataLoadError':
+        """The error for ``path``, which the pipeline step ``step`` (e.g.
+        ``'LoadImageFromFile'``) failed to load with ``err``."""
+        return cls(
+            f'{path}: {step}{cls._FAILED}{type(err).__name__}: {err}); '
+            f'replace the file or remove it from the dataset '
+            f'(tools/train.py checks every file fully with --cfg-options '
+            f'preflight.decode=full)', file=path)
 
 
 class CheckpointError(MMSAError):

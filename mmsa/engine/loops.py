@@ -118,12 +118,7 @@ class ReportingPipeline:
         try:
             loaded = transform(results)
         except Exception as err:
-            raise DataLoadError(
-                f'{path}: {name} failed while training read it ('
-                f'{type(err).__name__}: {err}); replace the file or remove '
-                f'it from the dataset (tools/train.py checks every file '
-                f'fully with --cfg-options preflight.decode=full)',
-                file=path) from err
+            raise DataLoadError.of(path, name, err) from err
         if loaded is not None and self.labels is not None and \
                 'gt_seg_map' in loaded:
             bad = self.labels.outside(loaded['gt_seg_map'])
