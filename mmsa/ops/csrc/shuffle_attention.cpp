@@ -819,11 +819,11 @@ at::Tensor sa_fused(const at::Tensor& x,
 }
 
 // sa_fused where the kernel takes x, else None (the reference path's
-// cue; mmsa.ops.sa_fused_unsupported says why, under the same rule). One
-// call from the module's forward instead of a dozen tensor attribute reads
-// in Python, each slow with the caches cold after a pass over a large
-// tensor. Under CPU autocast x and residual
-// run in float32, outside autocast.
+// cue; mmsa.ops.sa_cpu_kernel.sa_cpu_unsupported says why, under the same
+// rule). One call from the block end instead of a dozen tensor attribute
+// reads in Python, each slow with the caches cold after a pass over a
+// large tensor. Under CPU autocast x and residual run in float32, outside
+// autocast.
 // at::autocast::is_autocast_enabled(DeviceType) came with torch 2.4; torch
 // 2.1 to 2.3 have one function per device.
 static bool cpu_autocast_enabled() {
