@@ -15,7 +15,7 @@ import argparse
 import os
 import random
 import time
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -72,7 +72,8 @@ class ToyMetric(BaseMetric):
         self.results.extend(data_samples)
 
     def compute_metrics(self, results) -> dict:
-        return dict(error=float(np.mean([r['error'] for r in results])))
+        error = float(np.mean([r['error'] for r in results]))
+        return dict(error=error, rmse=error**0.5)
 
 
 def train(work_dir: str,
@@ -85,7 +86,7 @@ def train(work_dir: str,
           max_keep_ckpts: int = 1,
           by_epoch: bool = True,
           launcher: str = 'none',
-          save_best: Optional[str] = None) -> Runner:
+          save_best: Union[None, str, List[str]] = None) -> Runner:
     """Train the toy model as ``tools/train.py`` sets a run up."""
     loader = dict(dataset=ToyData(),
                   batch_size=2,

@@ -173,7 +173,8 @@ class AtomicCheckpointHook(CheckpointHook):
             removals = self.file_backend.removals
         finally:
             self.file_backend = backend
-        kept = {self.best_ckpt_path,
+        # one key indicator: best_ckpt_path; several: best_ckpt_path_dict
+        kept = {getattr(self, 'best_ckpt_path', None),
                 *getattr(self, 'best_ckpt_path_dict', {}).values()}
         for path in removals:
             if path not in kept:

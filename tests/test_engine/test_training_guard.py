@@ -206,32 +206,35 @@ def test_kill_during_a_save_leaves_the_previous_checkpoint_to_resume(
     assert sorted(p.name for p in work.glob('*.pth*')) == ['epoch_3.pth']
 
 
-def test_a_failed_best_save_keeps_the_previous_best(tmp_path, monkeypatch):
+@pytest.mark.parametrize('save_best', ['error', ['error', 'rmse']])
+def test_a_failed_best_save_keeps_the_previous_best(tmp_path, monkeypatch,
+                                                    save_best):
     """mmengine deletes the previous best checkpoint before it writes the
     new one: a kill in between leaves no best. Here it stays until the new
-    one is complete."""
+    one is complete (with one key indicator or several)."""
+    keys = [save_best] if isinstance(save_best, str) else save_best
     work = tmp_path / 'work'
     save = Runner.save_checkpoint
-    best_saves = []
 
-    def fail_on_the_second_best(self, out_dir, filename, *args, **kwargs):
-        if filename.startswith('best_'):
-            best_saves.append(filename)
-            if len(best_saves) == 2:
-                raise KeyboardInterrupt('killed while saving the best')
+    def fail_on_epoch_2s_best(self, out_dir, filename, *args, **kwargs):
+        if filename.startswith('best_') and filename.endswith('epoch_2.pth'):
+            raise KeyboardInterrupt('killed while saving the best')
         return save(self, out_dir, filename, *args, **kwargs)
 
-    monkeypatch.setattr(Runner, 'save_checkpoint', fail_on_the_second_best)
+    monkeypatch.setattr(Runner, 'save_checkpoint', fail_on_epoch_2s_best)
     with pytest.raises(KeyboardInterrupt):
-        train(str(work), max_epochs=3, val=True, save_best='error')
-    assert best_saves == ['best_error_epoch_1.pth', 'best_error_epoch_2.pth']
-    assert (work / 'best_error_epoch_1.pth').is_file()
-    assert safe_load(work / 'best_error_epoch_1.pth')['meta']['epoch'] == 1
+        train(str(work), max_epochs=3, val=True, save_best=save_best)
+    for key in keys:
+        first = work / f'best_{key}_epoch_1.pth'
+        assert first.is_file(), key
+        assert safe_load(first)['meta']['epoch'] == 1
 
     monkeypatch.setattr(Runner, 'save_checkpoint', save)
-    train(str(tmp_path / 'whole'), max_epochs=3, val=True, save_best='error')
-    best = sorted(p.name for p in (tmp_path / 'whole').glob('best_*'))
-    assert len(best) == 1, best  # each new best replaced the one before
+    whole = tmp_path / 'whole'
+    train(str(whole), max_epochs=3, val=True, save_best=save_best)
+    # each new best replaced the one before: one file per key
+    assert sorted(p.name for p in whole.glob('best_*')) == sorted(
+        f'best_{key}_epoch_3.pth' for key in keys)
 
 
 def test_second_signal_stops_at_once(tmp_path):
