@@ -544,8 +544,9 @@ def have_module(python: str, name: str, env: dict) -> bool:
 
 
 def headline(result: dict) -> str:
-    """One line for README: the GPU, the attentions' train-step overheads
-    at the detectors' input, the CUDA tests."""
+    """The check's first line (docs/performance.md's GPU block once
+    landed): the GPU, the attentions' train-step overheads at the
+    detectors' input, the CUDA tests."""
     if not result['cuda']:
         return 'GPU: not measured (a dry run without CUDA)'
     machine = result['machine']
