@@ -1,7 +1,6 @@
 """tools/setup_compat_env.sh: idempotent, and clear when a step fails."""
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -17,14 +16,13 @@ def run(*args, env=None, timeout=600):
                           env={**os.environ, **(env or {})})
 
 
-def test_second_run_is_a_fast_no_op():
+def test_second_run_is_a_no_op():
     if not (VENV / '.mmsa-setup-stamp').exists():
         pytest.skip(f'{VENV} was not set up (make setup-compat)')
-    start = time.perf_counter()
     result = run(str(VENV))
     assert result.returncode == 0, result.stderr
     assert 'is up to date' in result.stdout
-    assert time.perf_counter() - start < 60
+    assert 'installing' not in result.stdout
 
 
 def test_missing_python_fails_with_one_clear_message(tmp_path):
