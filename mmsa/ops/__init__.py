@@ -13,9 +13,7 @@ from .block_end_reference import (PLANE_GATES, PlaneGate, block_end_reference,
 from .dispatch import (IMPL_ENV, IMPL_NAMES, check_impl, log_fallback_once,
                        resolve_impl)
 from .norm_fold import NormFold, norm_fold
-from .sa_cpu_kernel import (cpu_kernel_isa, empty_output_cache,
-                            output_cache_bytes, sa_cpu, sa_cpu_unsupported,
-                            set_output_cache_limit)
+from .sa_cpu_kernel import cpu_kernel_isa, sa_cpu, sa_cpu_unsupported
 from .triton_support import triton_unavailable, triton_unsupported
 
 __all__ = [
@@ -24,6 +22,5 @@ __all__ = [
     'PLANE_GATES', 'register_plane_gate', 'IMPL_NAMES', 'IMPL_ENV',
     'check_impl', 'resolve_impl', 'log_fallback_once', 'NormFold',
     'norm_fold', 'sa_cpu', 'sa_cpu_unsupported', 'cpu_kernel_isa',
-    'empty_output_cache', 'output_cache_bytes', 'set_output_cache_limit',
     'triton_unavailable', 'triton_unsupported'
 ]

@@ -27,8 +27,7 @@ except ImportError as err:  # not built: no compiler, isolated build, ...
     _EXT_ERROR = str(err)
 
 __all__ = ['sa_cpu', 'sa_cpu_if_supported', 'sa_cpu_unsupported',
-           'cpu_kernel_isa', 'empty_output_cache', 'output_cache_bytes',
-           'set_output_cache_limit']
+           'cpu_kernel_isa']
 
 Tensor = torch.Tensor
 
@@ -91,30 +90,3 @@ def sa_cpu(x: Tensor, residual: Optional[Tensor], cweight: Tensor,
         raise ValueError(f'sa_cpu: {sa_cpu_unsupported(x)}; the reference '
                          f"path (impl='reference') takes any input")
     return out
-
-
-def output_cache_bytes() -> int:
-    """Bytes the kernel's output cache holds, in use or free.
-
-    The kernel takes its outputs of 1 MiB and more from storages of earlier
-    calls that nothing else holds any more, so that a training or inference
-    loop does not pay first-touch page faults for fresh memory on every
-    call. The cache holds at most ``MMSA_SA_CACHE_MB`` MiB (default 1024;
-    ``0`` turns it off), or what :func:`set_output_cache_limit` set.
-    """
-    return _ext.output_cache_bytes() if _ext is not None else 0
-
-
-def empty_output_cache() -> int:
-    """Free the cached outputs nothing uses (as ``torch.cuda.empty_cache``
-    does for CUDA); returns the bytes still held by live outputs."""
-    return _ext.empty_output_cache() if _ext is not None else 0
-
-
-def set_output_cache_limit(mib: int) -> None:
-    """Most MiB the output cache may hold from now on; 0 turns it off."""
-    if not isinstance(mib, int) or mib < 0:
-        raise ValueError(f'set_output_cache_limit: mib must be an int >= 0 '
-                         f'(0 turns the cache off), got {mib!r}')
-    if _ext is not None:
-        _ext.set_output_cache_limit(mib * 2**20)

@@ -29,7 +29,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -346,10 +345,9 @@ at::Tensor new_tensor(at::IntArrayRef sizes, at::ScalarType dtype) {
 
 // new_tensor like x, with transparent huge pages asked for when large.
 // glibc serves blocks of 32 MiB and more by a fresh mmap on every call, so
-// each call would take a page fault per 4 KiB on first touch (~60 ms for a
-// 137 MB output on the 2-core box); 2 MiB pages cut that about threefold.
-// The hint dies with the mapping; smaller blocks come from the heap,
-// already faulted in.
+// each call takes a page fault per 4 KiB page on first touch; 2 MiB pages
+// take a 512th of them. The hint dies with the mapping; smaller blocks
+// come from the heap, already faulted in.
 at::Tensor empty_output(const at::Tensor& x) {
   auto out = new_tensor(x.sizes(), x.scalar_type());
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
@@ -365,112 +363,6 @@ at::Tensor empty_output(const at::Tensor& x) {
 #endif
   return out;
 }
-
-// Storages of recent outputs, handed out again once nothing else holds
-// them (a storage's use count is 1: the pool's own reference). A fresh
-// output of a large stage costs more in first-touch page faults than SA's
-// passes over it (16 ms for 32 MiB on the 2-core box against 7 ms for the
-// whole residual forward), and in a training or inference loop every
-// call asks for the same sizes again. Only outputs of 1 MiB and more are
-// pooled (smaller ones come warm from the heap); the pool holds at most
-// MMSA_SA_CACHE_MB MiB (default 1024; 0 turns it off), in use or free.
-class OutputPool {
- public:
-  static OutputPool& get() {
-    static OutputPool* pool = new OutputPool();  // outlives any tensor
-    return *pool;
-  }
-
-  at::Tensor empty_like(const at::Tensor& x) {
-    const size_t need = x.nbytes();
-    std::lock_guard<std::mutex> lock(mu_);
-    if (need < kMinPooled || need > limit_) return empty_output(x);
-    const Entry* best = nullptr;
-    for (const auto& e : pool_) {
-      // up to 1.25x the size, so that slightly varying shapes share one
-      if (e.storage.use_count() == 1 && e.storage.nbytes() >= need &&
-          e.storage.nbytes() <= need + need / 4 &&
-          (best == nullptr || e.storage.nbytes() < best->storage.nbytes())) {
-        best = &e;
-      }
-    }
-    if (best != nullptr) {
-      // a tensor over the storage, as new_tensor makes one
-      auto out = at::detail::make_tensor<c10::TensorImpl>(
-          c10::Storage(best->storage),
-          c10::DispatchKeySet(c10::DispatchKey::CPU), x.dtype());
-      out.unsafeGetTensorImpl()->set_sizes_contiguous(x.sizes());
-      return out;
-    }
-    drop_free(need);
-    auto out = empty_output(x);
-    if (bytes_ + need <= limit_) {
-      pool_.push_back({out.storage(), need});
-      bytes_ += need;
-    }
-    return out;
-  }
-
-  // Frees the storages nobody uses; returns the bytes the pool still holds.
-  int64_t release_free() {
-    std::lock_guard<std::mutex> lock(mu_);
-    drop_free(limit_ + 1);
-    return static_cast<int64_t>(bytes_);
-  }
-
-  int64_t bytes() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return static_cast<int64_t>(bytes_);
-  }
-
-  void set_limit(int64_t limit) {
-    TORCH_CHECK(limit >= 0, "SA output cache limit must be >= 0 bytes, got ",
-                limit);
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      limit_ = static_cast<size_t>(limit);
-    }
-    release_free();
-  }
-
- private:
-  static constexpr size_t kMinPooled = size_t(1) << 20;
-
-  struct Entry {
-    c10::Storage storage;
-    size_t bytes;  // as counted when pooled (a user may resize it)
-  };
-
-  // Frees unused storages until `need` more bytes fit under the limit.
-  void drop_free(size_t need) {
-    for (auto it = pool_.begin();
-         it != pool_.end() && bytes_ + need > limit_;) {
-      if (it->storage.use_count() == 1) {
-        bytes_ -= it->bytes;
-        it = pool_.erase(it);
-      } else {
-        ++it;
-      }
-    }
-  }
-
-  OutputPool() {
-    limit_ = size_t(1024) << 20;
-    if (const char* env = std::getenv("MMSA_SA_CACHE_MB")) {
-      char* end = nullptr;
-      const long long mb = std::strtoll(env, &end, 10);
-      TORCH_CHECK(end != env && *end == '\0' && mb >= 0,
-                  "MMSA_SA_CACHE_MB must be a whole number of MiB >= 0 ",
-                  "(0 turns the SA output cache off), got '", env, "'");
-      limit_ = static_cast<size_t>(mb) << 20;
-    }
-  }
-
-  std::mutex mu_;
-  std::vector<Entry> pool_;
-  size_t bytes_ = 0;
-  size_t limit_;
-};
 
 void check_inputs(const at::Tensor& x, const std::vector<at::Tensor>& params,
                   int64_t groups) {
@@ -514,7 +406,7 @@ std::vector<at::Tensor> sa_forward(const at::Tensor& x,
   check_inputs(x, params, groups);
   check_like_x(residual, x, "residual");
   const int64_t n = x.size(0), c = x.size(1), m = x.size(2) * x.size(3);
-  auto out = OutputPool::get().empty_like(x);
+  auto out = empty_output(x);
   auto mean = new_tensor({n, c}, at::kDouble);
   auto rstd = new_tensor({n, c}, at::kDouble);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sa_forward", [&] {
@@ -589,9 +481,9 @@ std::vector<at::Tensor> sa_backward(const at::Tensor& grad_out,
               "sa_fused backward: grad_out must match x (contiguous)");
   const int64_t n = x.size(0), c = x.size(1), m = x.size(2) * x.size(3);
   const int64_t k = c / (2 * groups);
-  auto dx = OutputPool::get().empty_like(x);
+  auto dx = empty_output(x);
   at::Tensor dres =
-      y.has_value() ? OutputPool::get().empty_like(x) : at::Tensor();
+      y.has_value() ? empty_output(x) : at::Tensor();
   // every plane writes its two sums
   std::unique_ptr<double[]> p0(new double[n * c]), p1(new double[n * c]);
   std::vector<at::Tensor> out{dx, dres};
@@ -887,16 +779,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("gn_weight"), py::arg("gn_bias"), py::arg("groups"),
         py::arg("eps"));
   m.def("isa", &mmsa::isa, "instruction set of the float32 kernels");
-  m.def(
-      "output_cache_bytes", [] { return OutputPool::get().bytes(); },
-      "bytes held by the SA output cache (in use or free)");
-  m.def(
-      "empty_output_cache", [] { return OutputPool::get().release_free(); },
-      "free the cached SA outputs nothing uses; returns the bytes still held");
-  m.def(
-      "set_output_cache_limit",
-      [](int64_t limit) { OutputPool::get().set_limit(limit); },
-      "most bytes the SA output cache may hold (0: off)");
   m.def("supported_isas", &supported_isas,
         "instruction sets this CPU and build can run, best first");
 }
