@@ -2,6 +2,7 @@ auto_scale_lr = dict(base_batch_size=4, enable=False)
 backend_args = None
 custom_hooks = [
     dict(seed=0, type='EpochSeedHook'),
+    dict(type='TrainGuardHook'),
     dict(type='RunStateHook'),
 ]
 custom_imports = dict(
@@ -12,7 +13,10 @@ data_root = 'data/demo/coco/'
 dataset_type = 'CocoDataset'
 default_hooks = dict(
     checkpoint=dict(
-        _scope_='mmdet', interval=8, max_keep_ckpts=1, type='CheckpointHook'),
+        _scope_='mmdet',
+        interval=8,
+        max_keep_ckpts=1,
+        type='AtomicCheckpointHook'),
     logger=dict(_scope_='mmdet', interval=20, type='LoggerHook'),
     param_scheduler=dict(_scope_='mmdet', type='ParamSchedulerHook'),
     sampler_seed=dict(_scope_='mmdet', type='DistSamplerSeedHook'),
@@ -310,7 +314,10 @@ test_pipeline = [
         type='PackDetInputs'),
 ]
 train_cfg = dict(
-    _scope_='mmdet', max_epochs=8, type='EpochBasedTrainLoop', val_interval=2)
+    _scope_='mmdet',
+    max_epochs=8,
+    type='ResumableEpochBasedTrainLoop',
+    val_interval=2)
 train_dataloader = dict(
     batch_sampler=dict(type='AspectRatioBatchSampler'),
     batch_size=4,
@@ -444,4 +451,4 @@ widths = [
     256,
 ]
 with_mask = False
-work_dir = 'work_dirs/demo'
+work_dir = 'work_dirs/demo_auto_t2'
