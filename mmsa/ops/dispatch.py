@@ -38,15 +38,20 @@ def check_impl(owner: str, impl, choices: Sequence[str]) -> None:
                          f'module; choose one of {list(choices)}')
 
 
-# Taken as a constant when torch.compile traces a module (torch 2.1's
-# dynamo cannot trace os.environ): set MMSA_IMPL before compiling.
-@torch.compiler.assume_constant_result
 def _env_default() -> str:
     value = os.environ.get(IMPL_ENV, 'auto') or 'auto'
     if value not in IMPL_NAMES:
         raise ValueError(f'{IMPL_ENV}={value!r} is not a path name; choose '
                          f'one of {list(IMPL_NAMES)} or unset it')
     return value
+
+
+# Taken as a constant when torch.compile traces a module (torch 2.1's
+# dynamo cannot trace os.environ): set MMSA_IMPL before compiling. The mark
+# torch.compiler.assume_constant_result sets, set by hand as torch does for
+# its own functions: calling it would import torch._dynamo, and with it
+# triton, at `import mmsa`.
+_env_default._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 def resolve_impl(module: torch.nn.Module) -> str:

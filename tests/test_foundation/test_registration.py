@@ -30,6 +30,24 @@ def test_version_is_exposed():
     assert __version__.count('.') == 2
 
 
+def test_import_leaves_triton_and_dynamo_unloaded():
+    """Triton is imported by the first kernel that needs it: a shell's
+    TRITON_INTERPRET=1 set later in the process (as the benchmark sets it)
+    must still choose the interpreter, and a CPU-only user pays for
+    neither import."""
+    out = check(run_python('''
+        import sys
+        import torch
+        import mmsa, mmsa.ops, mmsa.attention, mmsa.models
+        # torch < 2.3 has no torch.compiler.is_compiling: mmsa.utils.compat
+        # takes torch._dynamo's (whose import does not load triton there)
+        new = hasattr(torch.compiler, 'is_compiling')
+        print(sorted(m for m in ('triton', 'torch._dynamo')
+                     if m in sys.modules and (new or m == 'triton')))
+    '''))
+    assert out.strip() == '[]'
+
+
 def test_import_registers_in_root_and_framework_registries():
     out = check(run_python(f'''
         from mmengine.registry import MODELS
