@@ -175,6 +175,22 @@ def _row(model, train, infer, peak=None, inp='det', precision='fp32'):
     return row
 
 
+def test_as_fast_as_official_means_within_its_spread():
+    """Two equal compositions (SE and ECA on a CPU) pass whichever wins
+    the round; a slower one beyond the official's spread does not."""
+    bench = _load_tool()
+    backbones = [_row('R50', 0, 0), _row('SE official', 0.10, 0.10),
+                 _row('SE mmsa', 0.105, 0.10),  # train within +-0.01
+                 _row('ECA official', 0.10, 0.10),
+                 _row('ECA mmsa', 0.15, 0.10)]
+    rows = {t: (m, v) for t, m, v in bench.target_rows(
+        dict(backbones=backbones, ops=[]))}
+    assert rows['SE-R50: mmsa at least as fast as official'] == (
+        'det fp32 train x1.00, det fp32 infer x1.00', 'met')
+    assert rows['ECA-R50: mmsa at least as fast as official'] == (
+        'det fp32 train x1.05, det fp32 infer x1.00', 'missed')
+
+
 def test_targets_are_judged_at_every_input_and_precision():
     bench = _load_tool()
     backbones = []
