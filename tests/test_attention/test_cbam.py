@@ -4,15 +4,7 @@ from testing_utils import (SHAPES, assert_close_to_scale, num_params,
                            randomize_)
 
 from mmsa.attention.cbam import CBAM
-from mmsa.testing import official_cbam
-
-
-def _official_args(cbam):
-    return (cbam.channel_fc1.weight, cbam.channel_fc1.bias,
-            cbam.channel_fc2.weight, cbam.channel_fc2.bias,
-            cbam.spatial_conv.weight, cbam.spatial_bn.running_mean,
-            cbam.spatial_bn.running_var, cbam.spatial_bn.weight,
-            cbam.spatial_bn.bias)
+from mmsa.testing import OFFICIAL_FORWARDS
 
 
 @pytest.mark.parametrize('shape', SHAPES)
@@ -20,7 +12,7 @@ def _official_args(cbam):
 def test_cbam_matches_official_forward_eval(shape, reduction, kernel_size):
     cbam = randomize_(CBAM(shape[1], reduction, kernel_size)).eval()
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    expected = official_cbam(x, *_official_args(cbam), training=False)
+    expected = OFFICIAL_FORWARDS['CBAM'](cbam, x)  # eval: running stats
     with torch.no_grad():
         # float32 sums (channel means, the spatial conv) taken in another
         # order, scaled up by the BN: over 150 seeds the difference stayed
@@ -32,7 +24,7 @@ def test_cbam_matches_official_forward_eval(shape, reduction, kernel_size):
 def test_cbam_matches_official_forward_train(shape):
     cbam = randomize_(CBAM(shape[1], reduction=8)).train()
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    expected = official_cbam(x, *_official_args(cbam), training=True)
+    expected = OFFICIAL_FORWARDS['CBAM'](cbam, x)  # train: batch stats
     assert_close_to_scale(cbam(x), expected, rtol=5e-5)
 
 

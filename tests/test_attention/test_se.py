@@ -3,11 +3,7 @@ import torch
 from testing_utils import SHAPES, assert_close, num_params, randomize_
 
 from mmsa.attention import SqueezeExcitation
-from mmsa.testing import official_se
-
-
-def _linear(conv):
-    return conv.weight.flatten(1), conv.bias
+from mmsa.testing import OFFICIAL_FORWARDS
 
 
 @pytest.mark.parametrize('shape', SHAPES)
@@ -15,7 +11,7 @@ def _linear(conv):
 def test_se_matches_official_forward(shape, reduction):
     se = randomize_(SqueezeExcitation(shape[1], reduction=reduction))
     x = torch.randn(shape)
-    assert_close(se(x), official_se(x, *_linear(se.fc1), *_linear(se.fc2)))
+    assert_close(se(x), OFFICIAL_FORWARDS['SE'](se, x))
 
 
 def test_se_parameter_count_resnet50():
