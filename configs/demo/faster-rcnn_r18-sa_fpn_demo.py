@@ -1,5 +1,6 @@
 # `make demo`: an SA ResNet-18 (half width) Faster R-CNN trained from scratch
-# on the bundled synthetic data, on 2 CPU cores in a few minutes.
+# on the bundled synthetic data, on 2 CPU cores (about 11 minutes on the
+# 2-core build machine; README gives the measured runs).
 _base_ = [
     'mmdet::_base_/models/faster-rcnn_r50_fpn.py',
     './_base_/demo_coco_detection.py',
