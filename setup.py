@@ -57,7 +57,8 @@ def sa_extension() -> dict:
                               'SA will use its reference implementation.')
 
     ext = CppExtension(
-        'mmsa.ops._sa_cpu', ['mmsa/ops/csrc/shuffle_attention.cpp'],
+        'mmsa.ops._sa_cpu', ['mmsa/ops/csrc/shuffle_attention.cpp',
+                             'mmsa/ops/csrc/block_end_cpu.cpp'],
         extra_compile_args=['-O3', '-fopenmp', '-fno-trapping-math'],
         extra_link_args=['-fopenmp'])
     return dict(ext_modules=[ext], cmdclass={'build_ext': OptionalBuildExt})

@@ -53,7 +53,7 @@ class PlaneGateAttention(AttentionImpl, BaseModule):
     registered with :func:`mmsa.ops.register_plane_gate`.
     """
 
-    IMPLS = ('auto', 'triton', 'reference')
+    IMPLS = ('auto', 'triton', 'cpu', 'reference')
 
     def plane_gate(self) -> PlaneGate:
         raise NotImplementedError

@@ -3,8 +3,8 @@
 :func:`block_end` is the one op: ``relu(attention(norm(z)) + identity)``,
 the end of every mmsa ResNet block, and without a norm and an identity the
 forward of every attention. It picks the Triton kernels on CUDA, the C++
-kernel on CPU (SA) and the PyTorch composition elsewhere, in export and
-where ``impl='reference'``.
+kernels on CPU (SA, SE and ECA after a BatchNorm; SA alone) and the PyTorch
+composition elsewhere, in export and where ``impl='reference'``.
 """
 from .block_end import block_end, check_block_input
 from .block_end_reference import (PLANE_GATES, PlaneGate, block_end_reference,

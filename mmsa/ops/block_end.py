@@ -4,12 +4,15 @@ identity)``.
 Every mmsa ResNet block ends here (``after_conv3``); every attention's own
 ``forward(x)`` is the same op without a norm and an identity. The paths:
 
-* SA, SE, ECA (plane gates, ``plane_gate()``): on CUDA, or on CPU tensors
-  under ``TRITON_INTERPRET=1`` with ``impl='triton'``, the Triton kernels
-  fold a BatchNorm into the attention's statistics pass and do the
-  attention, the residual add and the ReLU in one element-wise pass
-  (``block_end_triton.py``); on CPU, SA's C++ kernel does the attention, add
-  and ReLU after a PyTorch norm (``sa_cpu_kernel.py``);
+* SA, SE, ECA (plane gates, ``plane_gate()``) after a BatchNorm: the norm
+  folded into the attention's statistics pass, the attention, the residual
+  add and the ReLU in one element-wise pass, two passes back
+  (``block_end_fused.py``), by the Triton kernels on CUDA, or on CPU
+  tensors under ``TRITON_INTERPRET=1`` with ``impl='triton'``
+  (``block_end_triton.py``), and by C++ kernels on CPU
+  (``block_end_cpu.py``); without a BatchNorm the Triton kernels run the
+  norm in PyTorch first, and on CPU SA's own kernel does the attention, add
+  and ReLU after it (``sa_cpu_kernel.py``);
 * CBAM, SGE (``gates(x)``): the norm and the gates in PyTorch, then one
   Triton pass for the gating, add and ReLU on CUDA (``triton_gate.py``);
 * everything else, and ``impl='reference'``, export and tracing: the
@@ -25,6 +28,7 @@ import torch.nn as nn
 
 from ..utils.compat import is_compiling, is_exporting
 from .block_end_compile import block_end_compiled
+from .block_end_cpu import block_end_cpu, block_end_cpu_unsupported
 from .block_end_reference import (block_end_reference, gate_reference,
                                   like_input)
 from .dispatch import log_fallback_once, resolve_impl
@@ -109,14 +113,10 @@ def block_end(z: Tensor,
         gate = attention.plane_gate()
         if triton:
             return _plane_gate_triton(z, attention, norm, identity, gate)
-        kernel, unsupported = CPU_KERNELS.get(gate.function, (None, None))
-        if kernel is not None and not is_compiling():
-            x = z if norm is None else norm(z)
-            out = kernel(x, identity, gate)
+        if not is_compiling():
+            out = _plane_gate_cpu(z, attention, norm, identity, gate)
             if out is not None:
-                return like_input(out, z)
-            log_fallback_once(type(attention).__name__, unsupported(x))
-            return block_end_reference(x, attention, None, identity)
+                return out
     elif hasattr(attention, 'gates') and triton:
         x = z if norm is None else norm(z)
         channel_gate, spatial_gate = attention.gates(x)
@@ -129,6 +129,30 @@ def block_end(z: Tensor,
         return like_input(
             gate_reference(x, channel_gate, spatial_gate, identity), z)
     return block_end_reference(z, attention, norm, identity)
+
+
+def _plane_gate_cpu(z: Tensor, attention: nn.Module,
+                    norm: Optional[nn.Module], identity: Optional[Tensor],
+                    gate) -> Optional[Tensor]:
+    """The C++ paths of a plane gate: with a BatchNorm the fused block end
+    (SA, SE, ECA), else SA's kernel after the norm; None where neither
+    applies (then the composition runs)."""
+    fold = None if norm is None else norm_fold(norm)[0]
+    if fold is not None:
+        reason = block_end_cpu_unsupported(z)
+        if reason is None:
+            return like_input(block_end_cpu(z, identity, fold, norm, gate),
+                              z)
+        log_fallback_once(type(attention).__name__, reason)
+    kernel, unsupported = CPU_KERNELS.get(gate.function, (None, None))
+    if kernel is None:
+        return None
+    x = z if norm is None else norm(z)
+    out = kernel(x, identity, gate)
+    if out is not None:
+        return like_input(out, z)
+    log_fallback_once(type(attention).__name__, unsupported(x))
+    return block_end_reference(x, attention, None, identity)
 
 
 def _plane_gate_triton(z: Tensor, attention: nn.Module,

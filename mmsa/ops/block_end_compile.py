@@ -2,7 +2,7 @@
 
 Dynamo cannot trace into Triton launches wrapped in an autograd.Function
 whose backward differentiates the N x C functions again, so under
-``torch.compile`` the same host functions (``block_end_triton.py``) run as
+``torch.compile`` the same host functions (``block_end_fused.py``) run as
 three ``torch.library`` custom ops, which the compiler keeps as opaque
 calls (each launching on its input's GPU, as the eager path does: a
 compiled graph need not make that GPU the current one) and whose fake
@@ -18,6 +18,7 @@ from typing import List, Optional
 
 import torch
 
+from . import block_end_fused as fused
 from .norm_fold import NormFold, batch_moments, update_running_stats
 from .triton_support import folded, load_kernels, new_like, on_device
 
@@ -36,8 +37,7 @@ def _fold(norm: int, eps: float) -> Optional[NormFold]:
 
 
 def _gate(function: str, eps: float, shuffle: int, uses_var: bool):
-    return load_kernels('block_end_triton').GateMeta(function, eps, shuffle,
-                                                     uses_var)
+    return fused.GateMeta(function, eps, shuffle, uses_var)
 
 
 def _define():
@@ -50,10 +50,10 @@ def _define():
                 running_var: Optional[Tensor], params: List[Tensor],
                 function: str, gate_eps: float, shuffle: int,
                 uses_var: bool, norm: int, norm_eps: float) -> List[Tensor]:
-        kernels = load_kernels('block_end_triton')
+        kernels = load_kernels('block_end_triton').KERNELS
         with on_device(z):
-            y, shift, mean, var, _ = kernels.forward(
-                z, identity, _fold(norm, norm_eps),
+            y, shift, mean, var, _ = fused.forward(
+                kernels, z, identity, _fold(norm, norm_eps),
                 (weight, bias, running_mean, running_var),
                 _gate(function, gate_eps, shuffle, uses_var), params)
         return [y, shift, mean, var]
@@ -116,11 +116,12 @@ def _define():
         saved = ctx.saved_tensors
         z, y, shift, mean, var, weight, bias, rm, rv = saved[:9]
         need = ctx.needs_input_grad
-        got = load_kernels('block_end_triton').backward(
-            grads[0], z, y, shift, mean, var, fold, (weight, bias, rm, rv),
-            _gate(*gate), saved[9:], (),
-            (need[0], need[1], need[2], need[3], *params_need),
-            sums_fn=sums, input_grads_fn=input_grads)
+        kernels = load_kernels('block_end_triton').KERNELS._replace(
+            gradient_sums=sums, input_gradients=input_grads)
+        got = fused.backward(
+            kernels, grads[0], z, y, shift, mean, var, fold,
+            (weight, bias, rm, rv), _gate(*gate), saved[9:], (),
+            (need[0], need[1], need[2], need[3], *params_need))
         return (*got[:4], None, None, list(got[4:]), None, None, None, None,
                 None, None)
 

@@ -158,14 +158,14 @@ def fold_moments(shift: Tensor, mean: Tensor, var: Optional[Tensor],
         batch = (mu, sigma2, count, reduced)
         centred = mean - mu
     else:
-        mu, sigma2 = running_mean.float(), running_var.float()
+        mu, sigma2 = running_mean.to(mean.dtype), running_var.to(mean.dtype)
         centred = (shift - mu) + mean
     a = torch.rsqrt(sigma2 + fold.eps)
     if weight is not None:
-        a = a * weight.float()
+        a = a * weight.to(mean.dtype)
     m = a * centred
     if bias is not None:
-        m = m + bias.float()
+        m = m + bias.to(mean.dtype)
     return a, m, var * a.square(), batch
 
 

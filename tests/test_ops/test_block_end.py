@@ -36,6 +36,7 @@ from mmsa.attention import (ATTENTIONS, CBAM, EfficientChannelAttention,
                             ShuffleAttention, SpatialGroupEnhance,
                             SqueezeExcitation, build_attention)
 from mmsa.ops import block_end, gate_reference
+from mmsa.ops.block_end_cpu import block_end_cpu_unsupported
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,11 +44,12 @@ needs_triton = pytest.mark.skipif(
     support.triton_unavailable() is not None,
     reason=f'Triton cannot run here: {support.triton_unavailable()}')
 
-F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
-# dtype -> tolerance against float64: relative to the scale in float32,
-# relative in norm for half precision (a ReLU mask may flip at values that
-# round to 0)
-TOLERANCE = {F32: 1e-5, F16: 1e-2, BF16: 2e-2}
+F32, F16, BF16, F64 = (torch.float32, torch.float16, torch.bfloat16,
+                       torch.float64)
+# dtype -> tolerance against float64: relative to the scale in float32 and
+# float64, relative in norm for half precision (a ReLU mask may flip at
+# values that round to 0)
+TOLERANCE = {F32: 1e-5, F16: 1e-2, BF16: 2e-2, F64: 1e-10}
 
 ATTENTION = {
     'SA': lambda c: ShuffleAttention(c, groups=4),
@@ -119,7 +121,7 @@ def _cpu(tensors: dict) -> dict:
 
 def _error(actual: torch.Tensor, expected: torch.Tensor, dtype) -> float:
     actual, expected = actual.double(), expected.double()
-    if dtype == F32:
+    if dtype in (F32, F64):
         return ((actual - expected).abs().max() /
                 expected.abs().max().clamp_min(1.)).item()
     return ((actual - expected).norm() /
@@ -154,9 +156,10 @@ def _assert_matches(got, ref, dtype, layout='contiguous', tolerance=None):
 
 
 def _check(name, norm_kind, dtype, layout, shape, identity, offset,
-           seed=0, device='cpu', ref_device='cpu', tolerance=None):
-    """The op by the kernels on ``device`` against the reference path in
-    float64 on ``ref_device``."""
+           seed=0, device='cpu', ref_device='cpu', tolerance=None,
+           impl='triton'):
+    """The op by the kernels (``impl``) on ``device`` against the reference
+    path in float64 on ``ref_device``."""
     gen = torch.Generator().manual_seed(seed)
     c = shape[1]
     norm = _norm(norm_kind, c, seed + 2)
@@ -166,8 +169,7 @@ def _check(name, norm_kind, dtype, layout, shape, identity, offset,
     z = torch.randn(shape, generator=gen) * 2 + 1 + offset
     idt = torch.randn(shape, generator=gen) if identity else None
     grad = torch.randn(shape, generator=gen)
-    got = _run(attention, norm, z, idt, grad, 'triton', dtype, layout,
-               device)
+    got = _run(attention, norm, z, idt, grad, impl, dtype, layout, device)
     ref = _run(attention, norm, z.double(), None if idt is None else
                idt.double(), grad.double(), 'reference', torch.float64,
                device=ref_device)
@@ -213,6 +215,72 @@ CASES = [
      'id' if c[5] else 'noid'] + (['1e4'] if c[6] else [])))
 def test_triton_block_end_matches_float64_reference(case, device):
     _check(*case, device=device)
+
+
+#: The C++ block end (SA, SE, ECA after a BatchNorm on CPU): float32 and
+#: float64, the layouts, planes shorter and longer than the kernels' 256
+#: value chunks and their 16-lane tails, 1x1 planes, batch 1, mean 1e4.
+CPU_CASES = [
+    ('SA', 'train', F32, 'contiguous', (2, 32, 5, 7), True, 0.),
+    ('SA', 'eval', F64, 'channels_last', (1, 32, 1, 1), True, 0.),
+    ('SA', 'cumulative', F32, 'strided', (3, 32, 9, 11), True, 0.),
+    ('SA', 'frozen', F32, 'contiguous', (2, 32, 3, 5), True, 1e4),
+    ('SA', 'untracked', F64, 'strided', (2, 32, 17, 19), False, 0.),
+    ('SA', 'train', F32, 'channels_last', (2, 32, 16, 20), True, 1e4),
+    ('SE', 'train', F64, 'contiguous', (2, 32, 9, 7), True, 0.),
+    ('SE', 'eval', F32, 'channels_last', (2, 32, 5, 7), True, 1e4),
+    ('SE', 'untracked', F32, 'strided', (1, 32, 23, 29), False, 0.),
+    ('SE', 'frozen', F32, 'contiguous', (3, 32, 1, 1), True, 0.),
+    ('ECA', 'cumulative', F64, 'channels_last', (2, 32, 5, 7), True, 0.),
+    ('ECA', 'train', F32, 'contiguous', (1, 32, 23, 29), True, 0.),
+    ('ECA', 'frozen', F32, 'strided', (2, 32, 9, 7), True, 1e4),
+    ('ECA', 'eval', F32, 'contiguous', (1, 32, 1, 1), False, 0.),
+]
+
+needs_cpu_kernel = pytest.mark.skipif(
+    block_end_cpu_unsupported(torch.empty(1)) is not None,
+    reason=f'{block_end_cpu_unsupported(torch.empty(1))}')
+
+
+def _fused_cpu_calls():
+    """A mock counting the C++ block end's calls (and running it)."""
+    module = sys.modules['mmsa.ops.block_end']
+    return mock.patch.object(module, 'block_end_cpu',
+                             wraps=module.block_end_cpu)
+
+
+#: (impl, device) of the tests both kernel families run: the Triton kernels
+#: on each of KERNEL_DEVICES, the C++ kernels on CPU.
+IMPL_DEVICES = [
+    pytest.param('triton', p.values[0], marks=[needs_triton, *p.marks],
+                 id=f'triton-{p.values[0]}') for p in KERNEL_DEVICES
+] + [pytest.param('cpu', 'cpu', marks=needs_cpu_kernel, id='cpu')]
+
+
+@needs_cpu_kernel
+@pytest.mark.parametrize('case', CPU_CASES, ids=lambda c: '-'.join(
+    [c[0], c[1], str(c[2])[6:], c[3], 'x'.join(map(str, c[4])),
+     'id' if c[5] else 'noid'] + (['1e4'] if c[6] else [])))
+def test_cpu_block_end_matches_float64_reference(case):
+    with _fused_cpu_calls() as fused:
+        _check(*case, impl='cpu')
+    assert fused.call_count == 1
+
+
+@needs_cpu_kernel
+@pytest.mark.parametrize('name', ['SA', 'SE', 'ECA'])
+def test_auto_on_cpu_folds_a_batchnorm_into_the_cpu_kernels(name):
+    """``impl='auto'`` on CPU: after a BatchNorm the C++ block end; SA
+    without one its own kernel, SE and ECA the composition; a GroupNorm is
+    not folded."""
+    attention = randomize_(ATTENTION[name](16))
+    z = torch.randn(2, 16, 5, 7)
+    for norm, fused_runs in ((torch.nn.BatchNorm2d(16), 1), (None, 0),
+                             (torch.nn.GroupNorm(4, 16), 0)):
+        with _fused_cpu_calls() as fused:
+            out = block_end(z, attention, norm, torch.randn_like(z))
+        assert fused.call_count == fused_runs, norm
+        assert out.shape == z.shape
 
 
 @needs_triton
@@ -276,20 +344,19 @@ def test_element_wise_grid_is_one_axis_whatever_the_plane_size(
     assert plan.grid_reduce[1] <= 64
 
 
-@needs_triton
-@pytest.mark.parametrize('device', KERNEL_DEVICES)
+@pytest.mark.parametrize('impl,device', IMPL_DEVICES)
 @pytest.mark.parametrize('momentum', [0.1, None])
-def test_running_statistics_match_torch_after_several_steps(momentum,
+def test_running_statistics_match_torch_after_several_steps(momentum, impl,
                                                             device):
     """Three training steps, then eval: the running mean and (unbiased)
     variance, the batch count and the eval output equal torch's."""
     gen = torch.Generator().manual_seed(0)
     attention = randomize_(ShuffleAttention(16, groups=2), seed=1)
     norms = {}
-    for impl, dtype, dev in (('triton', F32, device),
+    for path, dtype, dev in ((impl, F32, device),
                              ('reference', torch.float64, 'cpu')):
         att = copy.deepcopy(attention).to(dev, dtype)
-        att.impl = impl
+        att.impl = path
         norm = torch.nn.BatchNorm2d(16, momentum=momentum).to(dev, dtype)
         gen.manual_seed(0)
         for _ in range(3):
@@ -300,19 +367,18 @@ def test_running_statistics_match_torch_after_several_steps(momentum,
                           dev, dtype)).sum().backward()
         norm.eval()
         z = torch.randn(2, 16, 5, 6, generator=gen).to(dev, dtype)
-        norms[impl] = (norm.cpu(), block_end(z, att, norm).detach().cpu())
-    (got, out), (ref, ref_out) = norms['triton'], norms['reference']
+        norms[path] = (norm.cpu(), block_end(z, att, norm).detach().cpu())
+    (got, out), (ref, ref_out) = norms[impl], norms['reference']
     assert got.num_batches_tracked.item() == 3
     for name in ('running_mean', 'running_var'):
         assert _error(getattr(got, name), getattr(ref, name), F32) <= 1e-6
     assert _error(out, ref_out, F32) <= 1e-5
 
 
-@needs_triton
-@pytest.mark.parametrize('device', KERNEL_DEVICES)
-def test_two_identical_calls_give_identical_bits(device):
+@pytest.mark.parametrize('impl,device', IMPL_DEVICES)
+def test_two_identical_calls_give_identical_bits(impl, device):
     gen = torch.Generator().manual_seed(0)
-    attention = randomize_(ShuffleAttention(32, groups=4, impl='triton'))
+    attention = randomize_(ShuffleAttention(32, groups=4, impl=impl))
     attention.to(device)
     z = torch.randn(2, 32, 9, 11, generator=gen).to(device)
     idt = torch.randn(z.shape, generator=gen).to(device)
@@ -329,13 +395,12 @@ def test_two_identical_calls_give_identical_bits(device):
         assert torch.equal(a, b)
 
 
-@needs_triton
-@pytest.mark.parametrize('device', KERNEL_DEVICES)
-def test_block_end_saves_only_its_input_and_output(device):
+@pytest.mark.parametrize('impl,device', IMPL_DEVICES)
+def test_block_end_saves_only_its_input_and_output(impl, device):
     """Saved for backward: z (which BN saves too) and the output (the ReLU's
     mask, which the next conv saves anyway), plus per-plane floats and the
     parameters; never x = BN(z) or another full tensor."""
-    attention = randomize_(SqueezeExcitation(32, reduction=4, impl='triton'))
+    attention = randomize_(SqueezeExcitation(32, reduction=4, impl=impl))
     attention.to(device)
     norm = randomize_(torch.nn.BatchNorm2d(32)).to(device)
     z = torch.randn(2, 32, 9, 11, device=device, requires_grad=True)
@@ -353,12 +418,14 @@ def test_block_end_saves_only_its_input_and_output(device):
                                      attention.parameters())
 
 
-@needs_triton
-@pytest.mark.parametrize('device', KERNEL_DEVICES)
-@pytest.mark.parametrize('name', ['SA', 'CBAM'])
-def test_double_backward_is_one_clear_error(name, device):
+@pytest.mark.parametrize('name,impl,device', [
+    pytest.param(name, *p.values, marks=p.marks, id=f'{name}-{p.id}')
+    for name in ('SA', 'CBAM') for p in IMPL_DEVICES
+    if p.values[0] in ATTENTION[name](16).IMPLS  # CBAM: no C++ kernel
+])
+def test_double_backward_is_one_clear_error(name, impl, device):
     attention = randomize_(ATTENTION[name](16)).to(device)
-    attention.impl = 'triton'
+    attention.impl = impl
     z = torch.randn(2, 16, 5, 7, device=device, requires_grad=True)
     norm = torch.nn.BatchNorm2d(16).to(device)
     out = block_end(z, attention, norm, torch.randn_like(z))
@@ -449,7 +516,7 @@ def test_integer_input_is_one_clear_error():
 
 @pytest.mark.parametrize('name,impls', [
     ('SA', ['auto', 'triton', 'cpu', 'reference']),
-    ('SE', ['auto', 'triton', 'reference']),
+    ('SE', ['auto', 'triton', 'cpu', 'reference']),
     ('SGE', ['auto', 'triton', 'reference']),
     ('BAM', ['auto', 'reference']),
 ])
@@ -468,14 +535,15 @@ def test_impl_names_are_each_modules_own(name, impls):
 
 
 def test_mmsa_impl_is_the_default_where_the_config_says_auto():
-    sa, se, bam = _build('SA'), _build('SE'), _build('BAM')
+    sa, se, sge, bam = (_build(name) for name in ('SA', 'SE', 'SGE', 'BAM'))
     with mock.patch.dict(os.environ, {'MMSA_IMPL': 'reference'}):
         assert dispatch.resolve_impl(sa) == 'reference'
         sa.impl = 'cpu'  # a value written in the config wins
         assert dispatch.resolve_impl(sa) == 'cpu'
     with mock.patch.dict(os.environ, {'MMSA_IMPL': 'cpu'}):
+        assert dispatch.resolve_impl(se) == 'cpu'
         # a module without that path keeps 'auto'
-        assert dispatch.resolve_impl(se) == 'auto'
+        assert dispatch.resolve_impl(sge) == 'auto'
         assert dispatch.resolve_impl(bam) == 'auto'
     with mock.patch.dict(os.environ, {'MMSA_IMPL': 'triton'}):
         assert dispatch.resolve_impl(se) == 'triton'
@@ -506,8 +574,8 @@ def test_mmsa_impl_triton_runs_a_whole_backbone_in_the_kernels(attention,
         m = copy.deepcopy(model).train(train)
         xi = x.clone().requires_grad_()
         with mock.patch.dict(os.environ, {'MMSA_IMPL': env}), \
-                mock.patch.object(block_end_triton.BlockEndTriton, 'apply',
-                                  wraps=block_end_triton.BlockEndTriton.apply
+                mock.patch.object(block_end_triton, 'block_end_triton',
+                                  wraps=block_end_triton.block_end_triton
                                   ) as kernels:
             outs = m(xi)
         sum((o * (i + 1)).mean() for i, o in enumerate(outs)).backward()

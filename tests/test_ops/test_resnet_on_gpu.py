@@ -178,7 +178,7 @@ def test_inductor_runs_the_kernels_inside_its_code():
     """Under inductor (its own Triton code around them) a bottleneck's
     block end still runs mmsa's kernels, forward and backward, with eager's
     results."""
-    from mmsa.ops import block_end_triton
+    from mmsa.ops import block_end_fused, block_end_triton
     bench = load_tool('tools/analysis_tools/benchmark_attention.py')
     torch.manual_seed(0)
     block = bench.Bottleneck(256, 64, 1, lambda c: randomize_(
@@ -193,8 +193,8 @@ def test_inductor_runs_the_kernels_inside_its_code():
 
     torch._dynamo.reset()
     compiled = torch.compile(copy.deepcopy(block), backend='inductor')
-    forward = mock.patch.object(block_end_triton, 'forward',
-                                wraps=block_end_triton.forward)
+    forward = mock.patch.object(block_end_fused, 'forward',
+                                wraps=block_end_fused.forward)
     backward = mock.patch.object(block_end_triton, 'input_gradients',
                                  wraps=block_end_triton.input_gradients)
     with forward as fwd, backward as bwd:
