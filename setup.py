@@ -9,10 +9,11 @@ The floors below are the oldest versions CI tests (``make test-compat``:
 torch 2.1.2, numpy 1.26.4, mmengine 0.10.7 on Python 3.11; the OpenMMLab
 stack at mmcv 2.1.0, mmdet 3.3.0, mmsegmentation 1.2.2), nothing lower.
 
-The fused Shuffle Attention CPU kernel (``mmsa/ops/csrc``) is built when
-torch is importable at build time (``pip install --no-build-isolation``) and
-a C++ compiler with OpenMP is present; otherwise, or if the build fails, mmsa
-installs without it and SA runs its reference path (logged once).
+The CPU kernels (``mmsa/ops/csrc``: Shuffle Attention's, and the block end's
+for SA, SE and ECA) are built when torch is importable at build time (``pip
+install --no-build-isolation``) and a C++ compiler with OpenMP is present;
+otherwise, or if the build fails, mmsa installs without them and those
+attentions run their reference path on CPU (logged once).
 ``MMSA_NO_EXT=1`` skips the build.
 """
 import os
@@ -38,7 +39,7 @@ def read_requirements(name: str) -> list:
 
 
 def sa_extension() -> dict:
-    """``ext_modules``/``cmdclass`` for the optional fused SA kernel."""
+    """``ext_modules``/``cmdclass`` for the optional CPU kernels."""
     if os.environ.get('MMSA_NO_EXT', '0') == '1':
         return {}
     try:
@@ -53,8 +54,9 @@ def sa_extension() -> dict:
             try:
                 super().build_extension(ext)
             except Exception as err:  # compiler missing, no OpenMP, ...
-                warnings.warn(f'mmsa: fused SA kernel not built ({err}); '
-                              'SA will use its reference implementation.')
+                warnings.warn(f'mmsa: CPU kernels not built ({err}); SA, '
+                              'SE and ECA will use their reference '
+                              'implementation on CPU.')
 
     ext = CppExtension(
         'mmsa.ops._sa_cpu', ['mmsa/ops/csrc/shuffle_attention.cpp',

@@ -5,8 +5,9 @@ install time. It runs SA as one statistics pass and one element-wise pass
 per (sample, channel) plane, the channel shuffle folded into the output
 index, and with the block's identity the residual add and the ReLU in the
 same pass; its backward is one pass for two per-plane sums and one writing
-the input gradient. At the end of a block the norm runs in PyTorch first
-(``block_end.py``).
+the input gradient. It takes SA alone and SA after a norm other than
+BatchNorm (the norm runs in PyTorch first); after a BatchNorm the block
+end's kernels, in the same extension, fold the norm in (``block_end_cpu.py``).
 
 One argument order everywhere: ``(x, residual, cweight, cbias, sweight,
 sbias, gn_weight, gn_bias, groups, eps)``.

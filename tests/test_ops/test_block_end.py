@@ -16,6 +16,7 @@ The cases cover each axis pairwise, not the full cross product: attention
 cumulative average, no running statistics), dtype, layout, H*W not a
 multiple of a block, batch 1, 1x1 planes, planes of mean 1e4.
 """
+import contextlib
 import copy
 import gc
 import os
@@ -101,8 +102,10 @@ def _run(attention, norm, z, identity, grad, impl, dtype=F32,
     if identity is not None:
         ii = _layout(identity.to(device, dtype),
                      layout).detach().requires_grad_()
-    with torch.autocast(zz.device.type, dtype=dtype,
-                        enabled=dtype in (F16, BF16)):
+    # (torch 2.1 refuses a CPU autocast of another dtype even disabled)
+    half = dtype in (F16, BF16)
+    with torch.autocast(zz.device.type, dtype=dtype) if half else \
+            contextlib.nullcontext():
         out = block_end(zz, attention, norm, ii)
     assert out.device == zz.device
     out.backward(grad.to(device, out.dtype))
@@ -804,7 +807,7 @@ SYNC_WORKER = textwrap.dedent('''
     import torch.multiprocessing as mp
 
 
-    def worker(rank, out_dir, name, device):
+    def worker(rank, out_dir, name, impl, device):
         cuda = device == 'cuda'
         os.environ['TRITON_INTERPRET'] = '0' if cuda else '1'
         if cuda:
@@ -818,7 +821,7 @@ SYNC_WORKER = textwrap.dedent('''
         state = torch.load(f'{out_dir}/state.pth')
         attention = build_attention(dict(type=name, **state['options']), 16)
         attention.load_state_dict(state['attention'])
-        attention.impl = 'triton'
+        attention.impl = impl
         attention.to(device)
         norm = torch.nn.SyncBatchNorm(16)
         norm.load_state_dict(state['norm'])
@@ -846,24 +849,27 @@ SYNC_WORKER = textwrap.dedent('''
 
 
     if __name__ == '__main__':
-        mp.spawn(worker, args=(sys.argv[1], sys.argv[2], sys.argv[3]),
-                 nprocs=2)
+        mp.spawn(worker, args=tuple(sys.argv[1:5]), nprocs=2)
 ''')
 
 
-SYNC_DEVICES = [KERNEL_DEVICES[0], pytest.param('cuda', marks=[
-    pytest.mark.cuda, pytest.mark.skipif(
-        cuda_unavailable(2) is not None, reason=cuda_unavailable(2) or '')])]
+TWO_GPUS = [pytest.mark.cuda, pytest.mark.skipif(
+    cuda_unavailable(2) is not None, reason=cuda_unavailable(2) or '')]
+SYNC_CASES = [
+    pytest.param(name, 'triton', 'cpu', marks=[needs_triton,
+                                              *KERNEL_DEVICES[0].marks])
+    for name in ('SA', 'SE')
+] + [pytest.param(name, 'triton', 'cuda', marks=[needs_triton, *TWO_GPUS])
+     for name in ('SA', 'SE')
+     ] + [pytest.param('SA', 'cpu', 'cpu', marks=needs_cpu_kernel)]
 
 
-@needs_triton
-@pytest.mark.parametrize('device', SYNC_DEVICES)
-@pytest.mark.parametrize('name', ['SA', 'SE'])
+@pytest.mark.parametrize('name,impl,device', SYNC_CASES)
 def test_syncbn_over_two_processes_equals_bn_over_the_whole_batch(
-        name, device, tmp_path):
-    """SyncBatchNorm folded into the kernels, two processes with half a
-    batch each (gloo on CPU, where torch's own SyncBatchNorm does not run;
-    NCCL on two GPUs): outputs, every gradient (the parameters' summed over
+        name, impl, device, tmp_path):
+    """SyncBatchNorm folded into the kernels (``impl``), two processes with
+    half a batch each (gloo on CPU, where torch's own SyncBatchNorm does not
+    run; NCCL on two GPUs): outputs, every gradient (the parameters' summed over
     the ranks) and the running statistics equal one BatchNorm over the
     whole batch in float64."""
     gen = torch.Generator().manual_seed(0)
@@ -880,7 +886,7 @@ def test_syncbn_over_two_processes_equals_bn_over_the_whole_batch(
     env = {**os.environ, 'PYTHONPATH': os.pathsep.join(
         [str(ROOT), os.environ.get('PYTHONPATH', '')])}
     proc = subprocess.run([sys.executable, str(script), str(tmp_path), name,
-                           device], env=env, capture_output=True, text=True,
+                           impl, device], env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [torch.load(tmp_path / f'rank{r}.pth') for r in range(2)]
