@@ -183,6 +183,13 @@ def _check(name, norm_kind, dtype, layout, shape, identity, offset,
         10 * TOLERANCE[dtype] if offset else None))
 
 
+def _case_id(case) -> str:
+    name, norm, dtype, layout, shape, identity, offset = case
+    return '-'.join([name, norm, str(dtype)[6:], layout,
+                     'x'.join(map(str, shape)), 'id' if identity else 'noid'] +
+                    (['1e4'] if offset else []))
+
+
 CASES = [
     # attention, norm, dtype, layout, shape, identity, offset
     ('SA', 'train', F32, 'contiguous', (2, 32, 5, 7), True, 0.),
@@ -213,9 +220,7 @@ CASES = [
 
 @needs_triton
 @pytest.mark.parametrize('device', KERNEL_DEVICES)
-@pytest.mark.parametrize('case', CASES, ids=lambda c: '-'.join(
-    [c[0], c[1], str(c[2])[6:], c[3], 'x'.join(map(str, c[4])),
-     'id' if c[5] else 'noid'] + (['1e4'] if c[6] else [])))
+@pytest.mark.parametrize('case', CASES, ids=_case_id)
 def test_triton_block_end_matches_float64_reference(case, device):
     _check(*case, device=device)
 
@@ -261,9 +266,7 @@ IMPL_DEVICES = [
 
 
 @needs_cpu_kernel
-@pytest.mark.parametrize('case', CPU_CASES, ids=lambda c: '-'.join(
-    [c[0], c[1], str(c[2])[6:], c[3], 'x'.join(map(str, c[4])),
-     'id' if c[5] else 'noid'] + (['1e4'] if c[6] else [])))
+@pytest.mark.parametrize('case', CPU_CASES, ids=_case_id)
 def test_cpu_block_end_matches_float64_reference(case):
     with _fused_cpu_calls() as fused:
         _check(*case, impl='cpu')
