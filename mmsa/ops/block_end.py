@@ -137,14 +137,15 @@ def _plane_gate_cpu(z: Tensor, attention: nn.Module,
     """The C++ paths of a plane gate: with a BatchNorm the fused block end
     (SA, SE, ECA), else SA's kernel after the norm; None where neither
     applies (then the composition runs)."""
+    kernel, unsupported = CPU_KERNELS.get(gate.function, (None, None))
     fold = None if norm is None else norm_fold(norm)[0]
     if fold is not None:
         reason = block_end_cpu_unsupported(z)
         if reason is None:
             return like_input(block_end_cpu(z, identity, fold, norm, gate),
                               z)
-        log_fallback_once(type(attention).__name__, reason)
-    kernel, unsupported = CPU_KERNELS.get(gate.function, (None, None))
+        if kernel is None:  # (SA's kernel says why if it declines too)
+            log_fallback_once(type(attention).__name__, reason)
     if kernel is None:
         return None
     x = z if norm is None else norm(z)
